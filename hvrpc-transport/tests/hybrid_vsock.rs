@@ -1,6 +1,7 @@
 //! Hybrid vsock against a fake VMM socket that speaks the protocol (Firecracker /
 //! vhost-device-vsock style): `CONNECT <port>\n` → `OK <n>\n`, and guest-initiated
 //! connections arriving on `<path>_<port>`.
+#![cfg(unix)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! End to end over Unix sockets and TCP: the transport-independent parts of the API.
+#![cfg(unix)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The host half of the guest↔host test: runs on the development machine while the test VM
 //! runs `vsock_guest.rs`, and talks to the guest only through the VMM's hybrid-vsock Unix
 //! socket (`HVRPC_VM_UDS`, set by `.ci/vm/run --vhost-vsock`). Without it, it skips.
+#![cfg(unix)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Real `AF_VSOCK`, run only inside the throw-away QEMU guest that `.ci/vm/suite` boots
 //! (`HVRPC_IN_GUEST=1`). On any other machine every test here skips with a message and opens
 //! no vsock socket at all: the development machine's own vsock device is not ours to use.
+#![cfg(target_os = "linux")]
 
 mod common;
 

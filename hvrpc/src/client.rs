@@ -1,0 +1,288 @@
+//! The client side: [`Channel`] (a connection that re-dials when it breaks), [`Connector`] (how
+//! to dial, and what to serve back to the peer), and [`CallOptions`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hvrpc_transport::{Endpoint, PeerAddr, connect_with};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::connection::{Connection, HandshakeParams, Pending, Services};
+use crate::error::Error;
+use crate::protocol::{self, ServiceInfo};
+use crate::service::{Service, ServiceDef};
+use crate::streaming::Streaming;
+
+/// How to dial a peer: configuration, the services this side offers on the connection (for
+/// bidirectional use), and the services it intends to call (checked at the handshake).
+#[derive(Clone, Default)]
+pub struct Connector {
+    config: Config,
+    services: Services,
+    wants: Vec<ServiceInfo>,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("config", &self.config)
+            .field("serves", &self.services.infos())
+            .field("wants", &self.wants)
+            .finish()
+    }
+}
+
+impl Connector {
+    /// A connector with the default [`Config`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses `config`.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Serves `service` to the peer over the same connection: the peer can call it back.
+    pub fn serve(mut self, service: impl Service) -> Self {
+        self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Declares that this side will call `S`: the handshake fails, on both sides, if the peer
+    /// does not serve `S` or defines it differently.
+    pub fn want<S: ServiceDef>(mut self) -> Self {
+        let info = S::info();
+        if !self.wants.contains(&info) {
+            self.wants.push(info);
+        }
+        self
+    }
+
+    fn params(&self) -> HandshakeParams {
+        HandshakeParams {
+            config: Arc::new(self.config.clone()),
+            services: Arc::new(self.services.clone()),
+            wants: self.wants.clone(),
+        }
+    }
+
+    /// Dials `endpoint` now (with the configured timeout and retries) and returns a channel
+    /// that dials again for later calls if the connection breaks.
+    pub async fn connect(self, endpoint: &Endpoint) -> Result<Channel, Error> {
+        let channel = self.lazy(endpoint);
+        channel.connection().await?;
+        Ok(channel)
+    }
+
+    /// A channel that dials on its first call.
+    pub fn lazy(self, endpoint: &Endpoint) -> Channel {
+        Channel {
+            inner: Arc::new(Inner::Dial {
+                endpoint: endpoint.clone(),
+                connector: self,
+                current: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Runs the handshake over an already connected stream (any `AsyncRead + AsyncWrite`: a
+    /// pipe, `tokio::io::duplex`, a custom transport).
+    pub async fn connect_io<IO>(self, io: IO, peer: PeerAddr) -> Result<Connection, Error>
+    where
+        IO: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (r, w) = tokio::io::split(io);
+        Connection::establish(r, w, peer, self.params()).await
+    }
+
+    async fn dial(&self, endpoint: &Endpoint) -> Result<Connection, Error> {
+        let stream = connect_with(endpoint, &self.config.connect)
+            .await
+            .map_err(|e| Error::Connect(Arc::new(e)))?;
+        let peer = stream.peer_addr().clone();
+        let (r, w) = stream.into_split();
+        Connection::establish(r, w, peer, self.params()).await
+    }
+}
+
+/// A client's way to its server: a fixed connection, or an endpoint that is re-dialled when the
+/// connection breaks. Calls in flight on a broken connection fail with
+/// [`Error::ConnectionLost`]; they are never re-sent.
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<Inner>,
+}
+
+#[allow(clippy::large_enum_variant, reason = "one per channel, behind an Arc")]
+enum Inner {
+    Fixed(Connection),
+    Dial {
+        endpoint: Endpoint,
+        connector: Connector,
+        current: tokio::sync::Mutex<Option<Connection>>,
+    },
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.inner {
+            Inner::Fixed(c) => f.debug_tuple("Channel").field(c).finish(),
+            Inner::Dial { endpoint, .. } => write!(f, "Channel({endpoint})"),
+        }
+    }
+}
+
+impl From<Connection> for Channel {
+    fn from(conn: Connection) -> Self {
+        Channel {
+            inner: Arc::new(Inner::Fixed(conn)),
+        }
+    }
+}
+
+impl Channel {
+    /// The current connection, dialling (again) if there is none or it broke.
+    pub async fn connection(&self) -> Result<Connection, Error> {
+        match &*self.inner {
+            Inner::Fixed(conn) if conn.is_closed() => Err(conn.shared().lost()),
+            Inner::Fixed(conn) => Ok(conn.clone()),
+            Inner::Dial {
+                endpoint,
+                connector,
+                current,
+            } => {
+                let mut current = current.lock().await;
+                if let Some(conn) = current.as_ref().filter(|c| c.is_usable()) {
+                    return Ok(conn.clone());
+                }
+                let conn = connector.dial(endpoint).await?;
+                *current = Some(conn.clone());
+                Ok(conn)
+            }
+        }
+    }
+
+    fn default_deadline(&self, conn: &Connection) -> Option<Duration> {
+        match &*self.inner {
+            Inner::Dial { connector, .. } => connector.config.default_deadline,
+            Inner::Fixed(_) => conn.shared().default_deadline(),
+        }
+    }
+}
+
+/// Per-call options; generated clients carry them (`client.with_timeout(…)`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    timeout: Timeout,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Timeout {
+    /// The configuration's default deadline (unary calls only).
+    #[default]
+    Default,
+    /// No deadline.
+    Never,
+    /// This long from when the call starts.
+    After(Duration),
+}
+
+impl CallOptions {
+    /// A deadline `timeout` after the call starts. It travels to the server as a relative
+    /// duration, so the two clocks need not agree.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Timeout::After(timeout);
+        self
+    }
+
+    /// No deadline at all.
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = Timeout::Never;
+        self
+    }
+
+    fn resolve(&self, default: Option<Duration>, streaming: bool) -> Option<Duration> {
+        match self.timeout {
+            Timeout::Default if streaming => None,
+            Timeout::Default => default,
+            Timeout::Never => None,
+            Timeout::After(d) => Some(d),
+        }
+    }
+}
+
+fn method_name<S: ServiceDef>(method: u32) -> &'static str {
+    S::METHODS.get(method as usize).copied().unwrap_or("?")
+}
+
+async fn prepare<S: ServiceDef>(channel: &Channel) -> Result<(Connection, u32), Error> {
+    let conn = channel.connection().await?;
+    let index = conn.service_index(&S::info())?;
+    Ok((conn, index))
+}
+
+/// A unary call (used by generated clients).
+pub async fn call_unary<S, A, R>(
+    channel: &Channel,
+    method: u32,
+    args: &A,
+    opts: &CallOptions,
+) -> Result<R, Error>
+where
+    S: ServiceDef,
+    A: Serialize + ?Sized,
+    R: DeserializeOwned,
+{
+    let (conn, service) = prepare::<S>(channel).await?;
+    let timeout = opts.resolve(channel.default_deadline(&conn), false);
+    let body = conn.call_unary(service, method, args, timeout).await?;
+    protocol::decode_exact(&body).map_err(|e| {
+        Error::Protocol(
+            format!(
+                "cannot decode the response of {}.{}: {e}",
+                S::NAME,
+                method_name::<S>(method)
+            )
+            .into(),
+        )
+    })
+}
+
+/// A server-streaming call (used by generated clients).
+pub async fn call_streaming<S, A, T>(
+    channel: &Channel,
+    method: u32,
+    args: &A,
+    opts: &CallOptions,
+) -> Result<Streaming<T>, Error>
+where
+    S: ServiceDef,
+    A: Serialize + ?Sized,
+    T: DeserializeOwned + Send + 'static,
+{
+    let (conn, service) = prepare::<S>(channel).await?;
+    let timeout = opts.resolve(channel.default_deadline(&conn), true);
+    let window = conn.shared().stream_window();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let guard = conn
+        .start_call(
+            service,
+            method,
+            args,
+            timeout,
+            || Pending::Stream {
+                tx,
+                credit: u64::from(window),
+            },
+            window,
+        )
+        .await?;
+    Ok(Streaming::remote(rx, guard, window))
+}

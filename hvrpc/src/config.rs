@@ -1,0 +1,82 @@
+//! Limits and timeouts for connections, servers and clients.
+
+use std::time::Duration;
+
+use hvrpc_transport::ConnectOptions;
+use hvrpc_transport::framing::DEFAULT_MAX_FRAME_LEN;
+
+/// Limits and timeouts. Every limit is enforced against the peer, whatever the peer claims.
+///
+/// ```
+/// let mut config = hvrpc::Config::default();
+/// config.max_concurrent_calls = 64;
+/// config.default_deadline = Some(std::time::Duration::from_secs(5));
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// The largest frame payload (header plus encoded value) this side accepts; announced in
+    /// the handshake. Larger frames from the peer end the connection before anything is
+    /// allocated for them; the peer's own limit bounds what this side sends. Default 4 MiB.
+    pub max_frame: usize,
+    /// How many of the peer's calls this side runs at once; announced in the handshake, so a
+    /// well-behaved peer queues further calls itself (backpressure). Calls beyond it are
+    /// refused with `ResourceExhausted`. Default 256.
+    pub max_concurrent_calls: u32,
+    /// Servers: how many connections at once; further ones are closed on accept. Default 1024.
+    pub max_connections: usize,
+    /// Close a connection on which no call has been in flight for this long. Default: 5
+    /// minutes for servers' connections, never for clients'.
+    pub idle_timeout: Option<Duration>,
+    /// Send a keepalive ping after this much silence from the peer. Default 10 s.
+    pub keepalive_interval: Duration,
+    /// Declare the peer dead when a ping stays unanswered (no frame at all) this long; every
+    /// pending call then fails. Default 20 s.
+    pub keepalive_timeout: Duration,
+    /// The time the peer has to complete the handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// The deadline of unary calls that do not set their own. Streaming calls have none unless
+    /// set per call. Default 30 s.
+    pub default_deadline: Option<Duration>,
+    /// How many stream items a caller accepts before it must grant more credit: the most a
+    /// server buffers for one slow consumer. Default 16.
+    pub stream_window: u32,
+    /// Bytes of outgoing frames that may wait for the socket before senders wait too.
+    /// Default 8 MiB.
+    pub send_buffer: usize,
+    /// Graceful shutdown: how long in-flight calls may take to finish after a go-away.
+    /// Default 10 s.
+    pub shutdown_grace: Duration,
+    /// Clients: how to connect and reconnect (timeout, retries with backoff, socket options).
+    pub connect: ConnectOptions,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame: DEFAULT_MAX_FRAME_LEN,
+            max_concurrent_calls: 256,
+            max_connections: 1024,
+            idle_timeout: None,
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(10),
+            default_deadline: Some(Duration::from_secs(30)),
+            stream_window: 16,
+            send_buffer: 8 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+            connect: ConnectOptions::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The defaults for a server's connections: [`Config::default`] with a 5-minute idle
+    /// timeout.
+    pub fn server() -> Self {
+        Self {
+            idle_timeout: Some(Duration::from_secs(300)),
+            ..Self::default()
+        }
+    }
+}

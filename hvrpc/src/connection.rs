@@ -1,0 +1,1172 @@
+//! One hvrpc connection: the handshake, then a reader task and a writer task that never wait
+//! for each other, a table of this side's calls in flight, and a table of the peer's calls
+//! being handled here. Either side may call the other.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
+use hvrpc_transport::PeerAddr;
+use hvrpc_transport::framing::{FrameCodec, FrameError};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorCode};
+use crate::protocol::{
+    self, FrameBuf, Header, Hello, MAGIC, PREAMBLE, PROTOCOL_VERSION, ServiceInfo, Status,
+};
+use crate::service::{Body, Context, Handler, Service};
+
+/// The largest handshake frame accepted.
+const MAX_HELLO: usize = 64 * 1024;
+/// Control frames (pongs, cancels, credits, error responses) that may wait for the socket;
+/// a peer that makes more pile up is not reading and is disconnected.
+const MAX_CONTROL_QUEUED: usize = 4096;
+/// Small frames are copied together into one write of up to this size.
+const COALESCE: usize = 64 * 1024;
+
+/// The services a side offers, in the order announced (requests address them by index).
+#[derive(Clone, Default)]
+pub(crate) struct Services {
+    list: Vec<Arc<dyn Service>>,
+    infos: Vec<ServiceInfo>,
+}
+
+impl Services {
+    pub(crate) fn push(&mut self, service: Arc<dyn Service>) {
+        self.infos.push(service.info());
+        self.list.push(service);
+    }
+
+    pub(crate) fn infos(&self) -> &[ServiceInfo] {
+        &self.infos
+    }
+}
+
+/// A live hvrpc connection. Cheap to clone; the connection closes (after sending what is
+/// queued) when the last clone, and every call and stream using it, is gone.
+#[derive(Clone)]
+pub struct Connection {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.finish("closed by this side");
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.handle.shared.peer)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+enum Out {
+    Frame {
+        bytes: Bytes,
+        control: bool,
+        _permit: Option<OwnedSemaphorePermit>,
+    },
+    /// Write everything queued before this, then close.
+    Finish,
+}
+
+struct CallTable {
+    open: bool,
+    calls: HashMap<u64, Pending>,
+}
+
+pub(crate) enum Pending {
+    Unary(oneshot::Sender<Result<Bytes, Error>>),
+    Stream {
+        tx: mpsc::UnboundedSender<StreamEvent>,
+        /// Items the peer may still send before this side grants more.
+        credit: u64,
+    },
+}
+
+/// What a client-side stream receives.
+pub(crate) enum StreamEvent {
+    Item(Bytes),
+    End(Result<(), Error>),
+}
+
+struct Incoming {
+    cancel: CancellationToken,
+    abort: AbortHandle,
+    credit: Option<Arc<Credit>>,
+}
+
+/// Stream credit granted by a caller.
+pub(crate) struct Credit {
+    avail: AtomicU64,
+    notify: Notify,
+}
+
+impl Credit {
+    fn new(initial: u32) -> Self {
+        Self {
+            avail: AtomicU64::new(u64::from(initial)),
+            notify: Notify::new(),
+        }
+    }
+
+    fn add(&self, n: u32) {
+        let _ = self
+            .avail
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
+                Some(a.saturating_add(u64::from(n)))
+            });
+        self.notify.notify_one();
+    }
+
+    async fn take(&self) {
+        loop {
+            let notified = self.notify.notified();
+            let took = self
+                .avail
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| a.checked_sub(1))
+                .is_ok();
+            if took {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    peer: Arc<PeerAddr>,
+    peer_hello: Hello,
+    services: Arc<Services>,
+    config: Arc<Config>,
+    out: mpsc::UnboundedSender<Out>,
+    budget: Arc<Semaphore>,
+    control_queued: AtomicUsize,
+    calls: Mutex<CallTable>,
+    incoming: Mutex<HashMap<u64, Incoming>>,
+    incoming_changed: Notify,
+    next_id: AtomicU64,
+    call_slots: Arc<Semaphore>,
+    closed: CancellationToken,
+    reason: OnceLock<Arc<str>>,
+    peer_going_away: AtomicBool,
+    going_away: AtomicBool,
+}
+
+/// Locks a mutex, recovering from poisoning: the tables stay consistent because no code
+/// panics while holding them.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+/// What each side has to say before calls can flow.
+pub(crate) struct HandshakeParams {
+    pub(crate) config: Arc<Config>,
+    pub(crate) services: Arc<Services>,
+    pub(crate) wants: Vec<ServiceInfo>,
+}
+
+impl Connection {
+    /// Runs the handshake over an already connected byte stream, given as its two halves, and
+    /// starts the connection's tasks. Must be called within a tokio runtime.
+    pub(crate) async fn establish<R, W>(
+        mut r: R,
+        mut w: W,
+        peer: PeerAddr,
+        params: HandshakeParams,
+    ) -> Result<Connection, Error>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let HandshakeParams {
+            config,
+            services,
+            wants,
+        } = params;
+        let hello = Hello {
+            features: 0,
+            max_frame: u32::try_from(config.max_frame).unwrap_or(u32::MAX),
+            max_concurrent_calls: config.max_concurrent_calls,
+            services: services.infos().to_vec(),
+            wants: wants.clone(),
+            agent: concat!("hvrpc/", env!("CARGO_PKG_VERSION")).to_owned(),
+        };
+        let mut first = BytesMut::from(&PREAMBLE[..]);
+        let hello_frame = FrameBuf::new(&Header::Hello(hello), 0)
+            .finish(MAX_HELLO)
+            .map_err(|len| {
+                Error::Handshake(format!("our handshake is too large ({len} bytes)").into())
+            })?;
+        first.extend_from_slice(&hello_frame);
+
+        let send = async {
+            w.write_all(&first).await?;
+            w.flush().await
+        };
+        let recv = async {
+            let mut preamble = [0u8; PREAMBLE.len()];
+            r.read_exact(&mut preamble).await.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    Error::Handshake("the peer closed the connection during the handshake".into())
+                } else {
+                    Error::ConnectionLost(format!("reading the handshake: {e}").into())
+                }
+            })?;
+            check_preamble(&preamble)?;
+            let mut frames = FramedRead::new(&mut r, FrameCodec::new(MAX_HELLO));
+            let payload = match frames.next().await {
+                Some(Ok(p)) => p,
+                Some(Err(FrameError::TooLarge { len, max })) => {
+                    return Err(Error::Handshake(
+                        format!("the peer's handshake is {len} bytes, more than {max}").into(),
+                    ));
+                }
+                Some(Err(e)) => {
+                    return Err(Error::Handshake(
+                        format!("reading the handshake: {e}").into(),
+                    ));
+                }
+                None => {
+                    return Err(Error::Handshake(
+                        "the peer closed the connection during the handshake".into(),
+                    ));
+                }
+            };
+            // Anything the peer sent after its Hello stays buffered for the reader task.
+            let leftover: BytesMut = frames.read_buffer().clone();
+            match protocol::split_frame(&payload) {
+                // Trailing bytes in a Hello are fields from a newer minor version: ignored.
+                Ok((Header::Hello(h), _)) => Ok((h, leftover)),
+                Ok((other, _)) => Err(Error::Handshake(
+                    format!("the peer's first frame is not a handshake: {other:?}").into(),
+                )),
+                Err(e) => Err(Error::Handshake(
+                    format!("the peer's handshake: {e}").into(),
+                )),
+            }
+        };
+        let handshake = async {
+            let (sent, received) = tokio::join!(send, recv);
+            let received = received?;
+            sent.map_err(|e| Error::ConnectionLost(format!("sending the handshake: {e}").into()))?;
+            Ok::<_, Error>(received)
+        };
+        let (peer_hello, leftover) = tokio::time::timeout(config.handshake_timeout, handshake)
+            .await
+            .map_err(|_| {
+                Error::Handshake(
+                    format!(
+                        "no handshake from the peer within {:?}",
+                        config.handshake_timeout
+                    )
+                    .into(),
+                )
+            })??;
+
+        check_services(&wants, &peer_hello.services, "the peer")?;
+        check_services(&peer_hello.wants, services.infos(), "this side")?;
+
+        let peer_max_frame = usize::try_from(peer_hello.max_frame).unwrap_or(usize::MAX);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let slots = peer_hello.max_concurrent_calls.max(1) as usize;
+        let shared = Arc::new(Shared {
+            peer: Arc::new(peer),
+            peer_hello,
+            services,
+            budget: Arc::new(Semaphore::new(
+                config.send_buffer.max(peer_max_frame.min(1 << 20)),
+            )),
+            config,
+            out: tx,
+            control_queued: AtomicUsize::new(0),
+            calls: Mutex::new(CallTable {
+                open: true,
+                calls: HashMap::new(),
+            }),
+            incoming: Mutex::new(HashMap::new()),
+            incoming_changed: Notify::new(),
+            next_id: AtomicU64::new(1),
+            call_slots: Arc::new(Semaphore::new(slots)),
+            closed: CancellationToken::new(),
+            reason: OnceLock::new(),
+            peer_going_away: AtomicBool::new(false),
+            going_away: AtomicBool::new(false),
+        });
+        let mut framed = FramedRead::new(r, FrameCodec::new(shared.config.max_frame));
+        framed.read_buffer_mut().extend_from_slice(&leftover);
+        let span = tracing::debug_span!("hvrpc.connection", peer = %shared.peer);
+        tokio::spawn(reader(framed, Arc::clone(&shared)).instrument(span.clone()));
+        tokio::spawn(writer(w, rx, Arc::clone(&shared)).instrument(span));
+        tracing::debug!(peer = %shared.peer, services = ?shared.peer_hello.services, "connected");
+        Ok(Connection {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// The peer's address: its VM id or CID as the transport reported it.
+    pub fn peer(&self) -> &PeerAddr {
+        &self.handle.shared.peer
+    }
+
+    /// The services the peer offers, with their fingerprints.
+    pub fn peer_services(&self) -> &[ServiceInfo] {
+        &self.handle.shared.peer_hello.services
+    }
+
+    /// The implementation the peer announced, e.g. `hvrpc/0.1.0`.
+    pub fn peer_agent(&self) -> &str {
+        &self.handle.shared.peer_hello.agent
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.handle.shared.closed.is_cancelled()
+    }
+
+    /// Whether new calls may be started: open, and the peer has not announced a shutdown.
+    pub fn is_usable(&self) -> bool {
+        !self.is_closed() && !self.handle.shared.peer_going_away.load(Ordering::Acquire)
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn close_reason(&self) -> Option<Arc<str>> {
+        self.handle.shared.reason.get().cloned()
+    }
+
+    /// Resolves when the connection has ended, with the reason.
+    pub async fn closed(&self) -> Arc<str> {
+        self.handle.shared.closed.cancelled().await;
+        self.handle.shared.reason_or_default()
+    }
+
+    /// Number of the peer's calls being handled here right now.
+    pub fn incoming_calls(&self) -> usize {
+        lock(&self.handle.shared.incoming).len()
+    }
+
+    /// Graceful shutdown: tell the peer (go-away), refuse new calls, let the ones in flight
+    /// finish for up to `grace`, cancel the rest, then close.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.handle.shared.shutdown(grace).await
+    }
+
+    /// Closes the connection at once; pending calls on both sides fail.
+    pub fn close(&self) {
+        self.handle.shared.close("closed by this side");
+    }
+
+    /// Finds `info` among the peer's services.
+    pub(crate) fn service_index(&self, info: &ServiceInfo) -> Result<u32, Error> {
+        let offered = &self.handle.shared.peer_hello.services;
+        match offered.iter().position(|s| s.name == info.name) {
+            Some(i) if offered.get(i).map(|s| s.fingerprint) == Some(info.fingerprint) => {
+                u32::try_from(i).map_err(|_| Error::Protocol("too many services".into()))
+            }
+            Some(i) => Err(Error::Handshake(
+                mismatch(
+                    &info.name,
+                    offered.get(i).map_or(0, |s| s.fingerprint),
+                    info.fingerprint,
+                )
+                .into(),
+            )),
+            None => Err(Error::Handshake(not_served(&info.name, offered).into())),
+        }
+    }
+
+    /// Sends a request and registers it; returns the guard that cancels it on drop.
+    pub(crate) async fn start_call<A: Serialize + ?Sized>(
+        &self,
+        service: u32,
+        method: u32,
+        args: &A,
+        timeout: Option<Duration>,
+        pending: impl FnOnce() -> Pending,
+        window: u32,
+    ) -> Result<CallGuard, Error> {
+        let shared = &self.handle.shared;
+        let permit = Arc::clone(&shared.call_slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| shared.lost())?;
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let header = Header::Request {
+            id,
+            service,
+            method,
+            timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            window,
+        };
+        let mut frame = FrameBuf::new(&header, 64);
+        frame
+            .body(args)
+            .map_err(|e| Error::Encode(e.to_string().into()))?;
+        let max = shared.peer_max_frame();
+        let bytes = frame
+            .finish(max)
+            .map_err(|len| Error::FrameTooLarge { len, max })?;
+        {
+            let mut table = lock(&shared.calls);
+            if !table.open {
+                return Err(shared.lost());
+            }
+            table.calls.insert(id, pending());
+        }
+        let guard = CallGuard {
+            conn: self.clone(),
+            id,
+            armed: true,
+            _permit: permit,
+        };
+        shared.send(bytes).await?;
+        Ok(guard)
+    }
+
+    /// A unary call: sends the request and waits for the response body.
+    pub(crate) async fn call_unary<A: Serialize + ?Sized>(
+        &self,
+        service: u32,
+        method: u32,
+        args: &A,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, Error> {
+        let (tx, rx) = oneshot::channel();
+        let mut guard = self
+            .start_call(service, method, args, timeout, || Pending::Unary(tx), 0)
+            .await?;
+        let result = match timeout {
+            Some(t) => tokio::time::timeout(t, rx)
+                .await
+                .map_err(|_| Error::DeadlineExceeded)?,
+            None => rx.await,
+        };
+        // The response (or the loss of the connection) arrived: nothing to cancel.
+        guard.armed = false;
+        result.unwrap_or_else(|_| Err(self.handle.shared.lost()))
+    }
+}
+
+fn mismatch(name: &str, theirs: u64, ours: u64) -> String {
+    format!(
+        "service {name} is defined differently on the two sides (fingerprint {theirs:016x} \
+         there, {ours:016x} here): build both from the same service definition"
+    )
+}
+
+fn not_served(name: &str, offered: &[ServiceInfo]) -> String {
+    let names: Vec<&str> = offered.iter().map(|s| s.name.as_str()).collect();
+    format!(
+        "the peer does not serve {name} (it serves: {})",
+        if names.is_empty() {
+            "nothing".to_owned()
+        } else {
+            names.join(", ")
+        }
+    )
+}
+
+/// Checks that everything in `wanted` is in `offered` with the same fingerprint.
+fn check_services(
+    wanted: &[ServiceInfo],
+    offered: &[ServiceInfo],
+    offerer: &str,
+) -> Result<(), Error> {
+    for want in wanted {
+        match offered.iter().find(|s| s.name == want.name) {
+            Some(s) if s.fingerprint == want.fingerprint => {}
+            Some(s) => {
+                return Err(Error::Handshake(
+                    mismatch(&want.name, s.fingerprint, want.fingerprint).into(),
+                ));
+            }
+            None if offerer == "the peer" => {
+                return Err(Error::Handshake(not_served(&want.name, offered).into()));
+            }
+            None => {
+                return Err(Error::Handshake(
+                    format!(
+                        "the peer wants service {}, which this side does not serve",
+                        want.name
+                    )
+                    .into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_preamble(p: &[u8; PREAMBLE.len()]) -> Result<(), Error> {
+    if p.get(..MAGIC.len()) != Some(&MAGIC[..]) {
+        return Err(Error::Handshake(
+            format!(
+                "the peer is not an hvrpc endpoint (it sent {:?})",
+                String::from_utf8_lossy(p)
+            )
+            .into(),
+        ));
+    }
+    let version = p.get(MAGIC.len()).copied().unwrap_or(0);
+    if version != PROTOCOL_VERSION {
+        return Err(Error::Handshake(
+            format!(
+                "protocol version mismatch: the peer speaks version {version}, this side \
+                 version {PROTOCOL_VERSION}"
+            )
+            .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// An outgoing call in flight. Dropping it while armed cancels the call: it is removed from the
+/// table and the peer is told to stop the handler.
+pub(crate) struct CallGuard {
+    pub(crate) conn: Connection,
+    pub(crate) id: u64,
+    pub(crate) armed: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let shared = &self.conn.handle.shared;
+            let removed = lock(&shared.calls).calls.remove(&self.id).is_some();
+            if removed && !shared.closed.is_cancelled() {
+                shared.send_control(&Header::Cancel { id: self.id });
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn peer_max_frame(&self) -> usize {
+        usize::try_from(self.peer_hello.max_frame).unwrap_or(usize::MAX)
+    }
+
+    pub(crate) fn default_deadline(&self) -> Option<Duration> {
+        self.config.default_deadline
+    }
+
+    pub(crate) fn stream_window(&self) -> u32 {
+        self.config.stream_window.max(1)
+    }
+
+    fn reason_or_default(&self) -> Arc<str> {
+        self.reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Arc::from("the connection is closed"))
+    }
+
+    pub(crate) fn lost(&self) -> Error {
+        Error::ConnectionLost(self.reason_or_default())
+    }
+
+    /// Queues a frame, waiting while the send buffer is full.
+    async fn send(&self, bytes: Bytes) -> Result<(), Error> {
+        let cost =
+            u32::try_from(bytes.len().clamp(1, self.config.send_buffer.max(1))).unwrap_or(u32::MAX);
+        let permit = tokio::select! {
+            p = Arc::clone(&self.budget).acquire_many_owned(cost) => p.map_err(|_| self.lost())?,
+            () = self.closed.cancelled() => return Err(self.lost()),
+        };
+        self.out
+            .send(Out::Frame {
+                bytes,
+                control: false,
+                _permit: Some(permit),
+            })
+            .map_err(|_| self.lost())
+    }
+
+    /// Queues a small control frame without waiting. A peer that lets thousands of them pile
+    /// up is not reading its socket: it is disconnected.
+    pub(crate) fn send_control(&self, header: &Header) {
+        let queued = self.control_queued.fetch_add(1, Ordering::AcqRel);
+        if queued >= MAX_CONTROL_QUEUED {
+            self.control_queued.fetch_sub(1, Ordering::AcqRel);
+            self.close("the peer is not reading (too many frames waiting to be sent)");
+            return;
+        }
+        match FrameBuf::new(header, 0).finish(usize::MAX) {
+            Ok(bytes) => {
+                let _ = self.out.send(Out::Frame {
+                    bytes,
+                    control: true,
+                    _permit: None,
+                });
+            }
+            Err(_) => {
+                self.control_queued.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Lets the peer send `items` more items of stream `id`: recorded first (the window this
+    /// side enforces), then sent.
+    pub(crate) fn grant_credit(&self, id: u64, items: u32) {
+        let granted = match lock(&self.calls).calls.get_mut(&id) {
+            Some(Pending::Stream { credit, .. }) => {
+                *credit = credit.saturating_add(u64::from(items));
+                true
+            }
+            _ => false,
+        };
+        if granted {
+            self.send_control(&Header::Credit { id, items });
+        }
+    }
+
+    fn send_error(&self, id: u64, code: ErrorCode, message: String) {
+        self.send_control(&Header::Response {
+            id,
+            status: Status::Error { code, message },
+        });
+    }
+
+    /// Ends the connection: every pending call fails, every handler is stopped.
+    pub(crate) fn close(&self, reason: impl Into<Arc<str>>) {
+        let reason = reason.into();
+        if self.reason.set(Arc::clone(&reason)).is_ok() {
+            tracing::debug!(peer = %self.peer, %reason, "connection closed");
+        }
+        self.closed.cancel();
+        self.call_slots.close();
+        self.budget.close();
+        let calls = {
+            let mut t = lock(&self.calls);
+            t.open = false;
+            std::mem::take(&mut t.calls)
+        };
+        let err = self.lost();
+        for (_, pending) in calls {
+            match pending {
+                Pending::Unary(tx) => {
+                    let _ = tx.send(Err(err.clone()));
+                }
+                Pending::Stream { tx, .. } => {
+                    let _ = tx.send(StreamEvent::End(Err(err.clone())));
+                }
+            }
+        }
+        let incoming = std::mem::take(&mut *lock(&self.incoming));
+        for (_, call) in incoming {
+            call.cancel.cancel();
+            call.abort.abort();
+        }
+        self.incoming_changed.notify_waiters();
+    }
+
+    /// Closes after writing everything already queued.
+    fn finish(&self, reason: &str) {
+        if !self.closed.is_cancelled() {
+            let _ = self.reason.set(Arc::from(reason));
+            let _ = self.out.send(Out::Finish);
+        }
+    }
+
+    async fn shutdown(&self, grace: Duration) {
+        if self.closed.is_cancelled() {
+            return;
+        }
+        self.going_away.store(true, Ordering::Release);
+        self.send_control(&Header::GoAway {
+            reason: "shutting down".into(),
+        });
+        let deadline = Instant::now() + grace;
+        loop {
+            let changed = self.incoming_changed.notified();
+            if lock(&self.incoming).is_empty() || self.closed.is_cancelled() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                break;
+            }
+        }
+        let left = std::mem::take(&mut *lock(&self.incoming));
+        for (id, call) in left {
+            call.cancel.cancel();
+            call.abort.abort();
+            self.send_error(
+                id,
+                ErrorCode::Cancelled,
+                format!("the server shut down and its {grace:?} grace period is over"),
+            );
+        }
+        self.finish("shut down");
+        // Give the writer a moment to flush the go-away and final responses.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.closed.cancelled()).await;
+        self.close("shut down");
+    }
+
+    /// Handles one frame from the peer. An `Err` is a protocol violation that ends the
+    /// connection with that reason.
+    fn handle_frame(self: &Arc<Self>, payload: BytesMut) -> Result<(), String> {
+        let payload = payload.freeze();
+        let (header, body_len) = {
+            let (header, body) = protocol::split_frame(&payload)?;
+            (header, body.len())
+        };
+        let body = payload.slice(payload.len() - body_len..);
+        match header {
+            Header::Hello(_) => return Err("a second handshake on an open connection".into()),
+            Header::Request {
+                id,
+                service,
+                method,
+                timeout_ms,
+                window,
+            } => self.handle_request(id, service, method, timeout_ms, window, body)?,
+            Header::Response { id, status } => {
+                let pending = lock(&self.calls).calls.remove(&id);
+                let result = match status {
+                    Status::Ok => Ok(body),
+                    Status::Error { code, message } => Err(Error::remote(code, message)),
+                };
+                match pending {
+                    Some(Pending::Unary(tx)) => {
+                        let _ = tx.send(result);
+                    }
+                    Some(Pending::Stream { tx, .. }) => {
+                        let _ = tx.send(StreamEvent::End(result.map(|_| ())));
+                    }
+                    // A call this side already gave up on.
+                    None => {}
+                }
+            }
+            Header::StreamItem { id } => {
+                let mut table = lock(&self.calls);
+                match table.calls.get_mut(&id) {
+                    Some(Pending::Stream { tx, credit }) => {
+                        if *credit == 0 {
+                            return Err(format!(
+                                "stream item for call {id} beyond the granted window"
+                            ));
+                        }
+                        *credit -= 1;
+                        let _ = tx.send(StreamEvent::Item(body));
+                    }
+                    Some(Pending::Unary(_)) => {
+                        return Err(format!("stream item for unary call {id}"));
+                    }
+                    None => {}
+                }
+            }
+            Header::Credit { id, items } => {
+                if let Some(credit) = lock(&self.incoming).get(&id).and_then(|c| c.credit.clone()) {
+                    credit.add(items);
+                }
+            }
+            Header::Cancel { id } => {
+                let call = lock(&self.incoming).remove(&id);
+                if let Some(call) = call {
+                    call.cancel.cancel();
+                    call.abort.abort();
+                    self.incoming_changed.notify_waiters();
+                }
+            }
+            Header::Ping(n) => self.send_control(&Header::Pong(n)),
+            Header::Pong(_) => {}
+            Header::GoAway { reason } => {
+                tracing::debug!(peer = %self.peer, %reason, "peer is going away");
+                self.peer_going_away.store(true, Ordering::Release);
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_request(
+        self: &Arc<Self>,
+        id: u64,
+        service: u32,
+        method: u32,
+        timeout_ms: Option<u64>,
+        window: u32,
+        body: Bytes,
+    ) -> Result<(), String> {
+        if self.going_away.load(Ordering::Acquire) {
+            self.send_error(
+                id,
+                ErrorCode::ShuttingDown,
+                "the server is shutting down".into(),
+            );
+            return Ok(());
+        }
+        let Some(svc) = usize::try_from(service)
+            .ok()
+            .and_then(|i| self.services.list.get(i))
+        else {
+            self.send_error(
+                id,
+                ErrorCode::UnknownService,
+                format!("no service with index {service}"),
+            );
+            return Ok(());
+        };
+        let svc = Arc::clone(svc);
+        let method_name = svc.method_name(method).unwrap_or("?");
+        let cancel = CancellationToken::new();
+        let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+        let ctx = Context {
+            peer: Arc::clone(&self.peer),
+            deadline,
+            cancel: cancel.clone(),
+            service: svc.name(),
+            method: method_name,
+        };
+        let mut incoming = lock(&self.incoming);
+        if incoming.contains_key(&id) {
+            return Err(format!("duplicate request id {id}"));
+        }
+        if incoming.len() >= self.config.max_concurrent_calls as usize {
+            drop(incoming);
+            self.send_error(
+                id,
+                ErrorCode::ResourceExhausted,
+                format!(
+                    "too many concurrent calls on this connection (limit {})",
+                    self.config.max_concurrent_calls
+                ),
+            );
+            return Ok(());
+        }
+        let handler = match svc.call(method, ctx, body) {
+            Ok(h) => h,
+            Err((code, message)) => {
+                drop(incoming);
+                self.send_error(id, code, message);
+                return Ok(());
+            }
+        };
+        let credit = match handler {
+            Handler::Streaming(_) => Some(Arc::new(Credit::new(window))),
+            Handler::Unary(_) => None,
+        };
+        let span = tracing::debug_span!(
+            "hvrpc.serve",
+            service = svc.name(),
+            method = method_name,
+            peer = %self.peer,
+            id
+        );
+        let task = tokio::spawn(
+            Arc::clone(self)
+                .run_handler(
+                    id,
+                    handler,
+                    deadline,
+                    timeout_ms,
+                    cancel.clone(),
+                    credit.clone(),
+                )
+                .instrument(span),
+        );
+        incoming.insert(
+            id,
+            Incoming {
+                cancel,
+                abort: task.abort_handle(),
+                credit,
+            },
+        );
+        Ok(())
+    }
+
+    async fn run_handler(
+        self: Arc<Self>,
+        id: u64,
+        handler: Handler,
+        deadline: Option<Instant>,
+        timeout_ms: Option<u64>,
+        cancel: CancellationToken,
+        credit: Option<Arc<Credit>>,
+    ) {
+        let work = self.drive(id, handler, credit);
+        let expired = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            frame = work => frame,
+            () = expired => {
+                cancel.cancel();
+                Some(self.error_frame(
+                    id,
+                    ErrorCode::DeadlineExceeded,
+                    format!("the call's deadline of {} ms passed", timeout_ms.unwrap_or(0)),
+                ))
+            }
+            () = cancel.cancelled() => None,
+        };
+        let removed = lock(&self.incoming).remove(&id).is_some();
+        self.incoming_changed.notify_waiters();
+        if let (true, Some(frame)) = (removed, outcome) {
+            let _ = self.send(frame).await;
+        }
+    }
+
+    fn error_frame(&self, id: u64, code: ErrorCode, message: String) -> Bytes {
+        FrameBuf::new(
+            &Header::Response {
+                id,
+                status: Status::Error { code, message },
+            },
+            0,
+        )
+        .finish(usize::MAX)
+        .unwrap_or_default()
+    }
+
+    fn body_frame(
+        &self,
+        id: u64,
+        header: Header,
+        body: Result<Body, Error>,
+    ) -> Result<Bytes, Bytes> {
+        let max = self.peer_max_frame();
+        match body {
+            Ok(body) => body.into_frame(&header, max).map_err(|len| {
+                self.error_frame(
+                    id,
+                    ErrorCode::Internal,
+                    format!("the response of {len} bytes exceeds the caller's frame limit of {max} bytes"),
+                )
+            }),
+            Err(Error::Remote { code, message }) => Err(self.error_frame(id, code, message.to_string())),
+            Err(e) => Err(self.error_frame(id, ErrorCode::Internal, e.to_string())),
+        }
+    }
+
+    /// Runs a handler to its final frame. Stream items are sent from here as credit allows.
+    async fn drive(&self, id: u64, handler: Handler, credit: Option<Arc<Credit>>) -> Option<Bytes> {
+        let panicked = |p: Box<dyn std::any::Any + Send>| {
+            let msg = panic_message(p.as_ref());
+            tracing::warn!(id, panic = %msg, "handler panicked");
+            self.error_frame(
+                id,
+                ErrorCode::Internal,
+                format!("the handler panicked: {msg}"),
+            )
+        };
+        match handler {
+            Handler::Unary(fut) => Some(match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(body) => {
+                    let header = Header::Response {
+                        id,
+                        status: Status::Ok,
+                    };
+                    self.body_frame(id, header, body).unwrap_or_else(|e| e)
+                }
+                Err(p) => panicked(p),
+            }),
+            Handler::Streaming(fut) => {
+                let mut stream = match AssertUnwindSafe(fut).catch_unwind().await {
+                    Ok(s) => s,
+                    Err(p) => return Some(panicked(p)),
+                };
+                let credit = credit.unwrap_or_else(|| Arc::new(Credit::new(0)));
+                loop {
+                    credit.take().await;
+                    match AssertUnwindSafe(stream.next()).catch_unwind().await {
+                        Ok(Some(item)) => {
+                            match self.body_frame(id, Header::StreamItem { id }, item) {
+                                Ok(frame) => {
+                                    if self.send(frame).await.is_err() {
+                                        return None;
+                                    }
+                                }
+                                Err(end) => return Some(end),
+                            }
+                        }
+                        Ok(None) => {
+                            return Some(
+                                FrameBuf::new(
+                                    &Header::Response {
+                                        id,
+                                        status: Status::Ok,
+                                    },
+                                    0,
+                                )
+                                .finish(usize::MAX)
+                                .unwrap_or_default(),
+                            );
+                        }
+                        Err(p) => return Some(panicked(p)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether neither side has a call in flight.
+    fn is_idle(&self) -> bool {
+        lock(&self.incoming).is_empty() && lock(&self.calls).calls.is_empty()
+    }
+}
+
+async fn reader<R>(mut frames: FramedRead<R, FrameCodec>, shared: Arc<Shared>)
+where
+    R: AsyncRead + Unpin,
+{
+    let interval = shared.config.keepalive_interval;
+    let timeout = shared.config.keepalive_timeout;
+    let idle_timeout = shared.config.idle_timeout;
+    let mut last_rx = Instant::now();
+    let mut ping_sent: Option<Instant> = None;
+    let mut idle_since: Option<Instant> = None;
+    let mut pings: u64 = 0;
+    let tick = idle_timeout
+        .map_or(interval, |i| interval.min(i / 2))
+        .max(Duration::from_millis(10));
+    let mut ticker = tokio::time::interval_at(Instant::now() + tick, tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reason: String = loop {
+        tokio::select! {
+            biased;
+            () = shared.closed.cancelled() => return,
+            frame = frames.next() => match frame {
+                Some(Ok(payload)) => {
+                    last_rx = Instant::now();
+                    ping_sent = None;
+                    if let Err(violation) = shared.handle_frame(payload) {
+                        tracing::warn!(peer = %shared.peer, %violation, "protocol violation; closing");
+                        break format!("protocol violation by the peer: {violation}");
+                    }
+                }
+                Some(Err(FrameError::TooLarge { len, max })) => {
+                    tracing::warn!(peer = %shared.peer, len, max, "oversized frame; closing");
+                    break format!("the peer sent a frame of {len} bytes, over the limit of {max}");
+                }
+                Some(Err(e)) => break format!("reading from the peer failed: {e}"),
+                None => break "the peer closed the connection".to_owned(),
+            },
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                match ping_sent {
+                    Some(at) if now.duration_since(at) >= timeout => {
+                        break format!("keepalive: the peer did not answer for {timeout:?}");
+                    }
+                    None if now.duration_since(last_rx) >= interval => {
+                        ping_sent = Some(now);
+                        pings += 1;
+                        shared.send_control(&Header::Ping(pings));
+                    }
+                    _ => {}
+                }
+                if let Some(limit) = idle_timeout {
+                    if shared.is_idle() {
+                        let since = *idle_since.get_or_insert(now);
+                        if now.duration_since(since) >= limit {
+                            shared.send_control(&Header::GoAway { reason: "idle timeout".into() });
+                            shared.finish("idle timeout");
+                            idle_since = None;
+                        }
+                    } else {
+                        idle_since = None;
+                    }
+                }
+            }
+        }
+    };
+    shared.close(reason);
+}
+
+async fn writer<W>(mut w: W, mut rx: mpsc::UnboundedReceiver<Out>, shared: Arc<Shared>)
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(COALESCE);
+    let work = async {
+        loop {
+            let Some(mut next) = rx.recv().await else {
+                return Ok::<bool, std::io::Error>(false);
+            };
+            loop {
+                match next {
+                    Out::Finish => {
+                        if !buf.is_empty() {
+                            w.write_all(&buf).await?;
+                        }
+                        w.flush().await?;
+                        return Ok(true);
+                    }
+                    Out::Frame {
+                        bytes,
+                        control,
+                        _permit,
+                    } => {
+                        if bytes.len() >= COALESCE / 4 {
+                            if !buf.is_empty() {
+                                w.write_all(&buf).await?;
+                                buf.clear();
+                            }
+                            w.write_all(&bytes).await?;
+                        } else {
+                            buf.extend_from_slice(&bytes);
+                            if buf.len() >= COALESCE {
+                                w.write_all(&buf).await?;
+                                buf.clear();
+                            }
+                        }
+                        if control {
+                            shared.control_queued.fetch_sub(1, Ordering::AcqRel);
+                        }
+                    }
+                }
+                match rx.try_recv() {
+                    Ok(o) => next = o,
+                    Err(_) => break,
+                }
+            }
+            if !buf.is_empty() {
+                w.write_all(&buf).await?;
+                buf.clear();
+            }
+            w.flush().await?;
+        }
+    };
+    tokio::select! {
+        result = work => match result {
+            Ok(_) => shared.close(shared.reason_or_default()),
+            Err(e) => shared.close(format!("writing to the peer failed: {e}")),
+        },
+        () = shared.closed.cancelled() => {}
+    }
+}

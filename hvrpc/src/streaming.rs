@@ -1,0 +1,171 @@
+//! [`Streaming`]: the items of a server-streaming method.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use futures_util::stream::{BoxStream, Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::connection::{CallGuard, StreamEvent};
+use crate::error::Error;
+use crate::protocol;
+
+/// A stream of `T` produced by a server-streaming method (`-> hvrpc::Streaming<T>`).
+///
+/// A server builds one from any stream ([`Streaming::new`]) or a channel
+/// ([`Streaming::channel`]); the runtime pulls items only as fast as the caller consumes them
+/// (credit-based flow control), so a slow consumer never makes the server buffer without bound.
+/// A client receives one and reads it as a `Stream` of `Result<T, hvrpc::Error>`; dropping it
+/// cancels the call, which stops the producer.
+pub struct Streaming<T> {
+    inner: Inner<T>,
+}
+
+enum Inner<T> {
+    Local(BoxStream<'static, Result<T, Error>>),
+    Remote(Remote<T>),
+}
+
+struct Remote<T> {
+    rx: mpsc::UnboundedReceiver<StreamEvent>,
+    guard: CallGuard,
+    window: u32,
+    consumed: u32,
+    done: bool,
+    _item: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for Streaming<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Inner::Local(_) => f.write_str("Streaming(local)"),
+            Inner::Remote(r) => write!(f, "Streaming(call {})", r.guard.id),
+        }
+    }
+}
+
+impl<T: Send + 'static> Streaming<T> {
+    /// A stream of the items of `stream`.
+    pub fn new(stream: impl Stream<Item = T> + Send + 'static) -> Self {
+        Self::try_new(stream.map(Ok))
+    }
+
+    /// A stream that may end in an error, which the caller receives as its last item.
+    pub fn try_new(stream: impl Stream<Item = Result<T, Error>> + Send + 'static) -> Self {
+        Self {
+            inner: Inner::Local(stream.boxed()),
+        }
+    }
+
+    /// A stream of the given items.
+    pub fn iter<I>(items: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+    {
+        Self::new(futures_util::stream::iter(items))
+    }
+
+    /// A stream fed through a channel: the producer sends with [`StreamSender::send`], which
+    /// waits while `buffer` items are unconsumed and fails once the caller has gone away.
+    pub fn channel(buffer: usize) -> (StreamSender<T>, Self) {
+        let (tx, mut rx) = mpsc::channel(buffer.max(1));
+        let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        (StreamSender { tx }, Self::new(stream))
+    }
+
+    pub(crate) fn remote(
+        rx: mpsc::UnboundedReceiver<StreamEvent>,
+        guard: CallGuard,
+        window: u32,
+    ) -> Self {
+        Self {
+            inner: Inner::Remote(Remote {
+                rx,
+                guard,
+                window,
+                consumed: 0,
+                done: false,
+                _item: PhantomData,
+            }),
+        }
+    }
+}
+
+/// The sending side of [`Streaming::channel`].
+#[derive(Debug)]
+pub struct StreamSender<T> {
+    tx: mpsc::Sender<T>,
+}
+
+impl<T> Clone for StreamSender<T> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+/// The consumer of a stream has gone away (the call was cancelled or ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the stream's consumer has gone away")]
+pub struct StreamClosed;
+
+impl<T> StreamSender<T> {
+    /// Sends an item, waiting while the buffer is full.
+    pub async fn send(&self, item: T) -> Result<(), StreamClosed> {
+        self.tx.send(item).await.map_err(|_| StreamClosed)
+    }
+
+    /// Resolves when the consumer has gone away: a producer that waits for something else
+    /// can stop early.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+
+    /// Whether the consumer has gone away.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+impl<T: DeserializeOwned> Stream for Streaming<T> {
+    type Item = Result<T, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let r = match &mut self.inner {
+            Inner::Local(s) => return s.poll_next_unpin(cx),
+            Inner::Remote(r) => r,
+        };
+        if r.done {
+            return Poll::Ready(None);
+        }
+        match ready!(r.rx.poll_recv(cx)) {
+            Some(StreamEvent::Item(bytes)) => {
+                r.consumed += 1;
+                // Grant more once half the window is used, so the producer never stalls on a
+                // consumer that keeps up.
+                if r.consumed >= (r.window / 2).max(1) {
+                    r.guard.conn.shared().grant_credit(r.guard.id, r.consumed);
+                    r.consumed = 0;
+                }
+                Poll::Ready(Some(protocol::decode_exact(&bytes).map_err(|e| {
+                    Error::Protocol(format!("cannot decode a stream item: {e}").into())
+                })))
+            }
+            Some(StreamEvent::End(result)) => {
+                r.done = true;
+                r.guard.armed = false;
+                Poll::Ready(result.err().map(Err))
+            }
+            None => {
+                r.done = true;
+                r.guard.armed = false;
+                Poll::Ready(Some(Err(r.guard.conn.shared().lost())))
+            }
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! End to end: generated clients and servers over Unix sockets and in-memory pipes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hvrpc::{Config, Connector, Context, Endpoint, Error, ErrorCode, PeerAddr, Server, Streaming};
+use serde::{Deserialize, Serialize};
+use tokio::time::timeout;
+
+/// The calculator's own error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MathError {
+    /// b was 0.
+    DivideByZero,
+}
+
+impl std::fmt::Display for MathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("divide by zero")
+    }
+}
+
+/// A calculator.
+#[hvrpc::service(port = 0x4856)]
+pub trait Calc {
+    /// Adds.
+    async fn add(a: u64, b: u64) -> u64;
+    /// Echoes.
+    async fn echo(data: Vec<u8>) -> Vec<u8>;
+    /// Divides, or fails typed.
+    async fn divide(a: i64, b: i64) -> Result<i64, MathError>;
+    /// Sleeps, tracking whether it was stopped.
+    async fn sleep(ms: u64);
+    /// Panics.
+    async fn boom() -> String;
+    /// Counts from 0 to n-1.
+    async fn count(n: u32) -> hvrpc::Streaming<u32>;
+    /// Who is calling.
+    async fn whoami() -> String;
+}
+
+#[derive(Default)]
+struct Stats {
+    started: AtomicUsize,
+    dropped_early: AtomicUsize,
+    produced: AtomicUsize,
+}
+
+#[derive(Clone, Default)]
+struct CalcImpl {
+    stats: Arc<Stats>,
+}
+
+/// Counts handlers that were dropped before finishing.
+struct DropProbe<'a> {
+    stats: &'a Stats,
+    finished: bool,
+}
+
+impl Drop for DropProbe<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.stats.dropped_early.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Calc for CalcImpl {
+    async fn add(&self, _ctx: Context, a: u64, b: u64) -> u64 {
+        a.wrapping_add(b)
+    }
+
+    async fn echo(&self, _ctx: Context, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
+
+    async fn divide(&self, _ctx: Context, a: i64, b: i64) -> Result<i64, MathError> {
+        a.checked_div(b).ok_or(MathError::DivideByZero)
+    }
+
+    async fn sleep(&self, _ctx: Context, ms: u64) {
+        self.stats.started.fetch_add(1, Ordering::SeqCst);
+        let mut probe = DropProbe {
+            stats: &self.stats,
+            finished: false,
+        };
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        probe.finished = true;
+    }
+
+    async fn boom(&self, _ctx: Context) -> String {
+        panic!("kaboom")
+    }
+
+    async fn count(&self, _ctx: Context, n: u32) -> Streaming<u32> {
+        let stats = Arc::clone(&self.stats);
+        Streaming::new(futures_util::stream::iter(0..n).map(move |i| {
+            stats.produced.fetch_add(1, Ordering::SeqCst);
+            i
+        }))
+    }
+
+    async fn whoami(&self, ctx: Context) -> String {
+        ctx.peer().to_string()
+    }
+}
+
+/// A server on a fresh Unix socket; returns the endpoint and the shared stats.
+async fn unix_server(config: Config) -> (Endpoint, Arc<Stats>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ep = Endpoint::unix(dir.path().join("calc.sock"));
+    let imp = CalcImpl::default();
+    let stats = Arc::clone(&imp.stats);
+    let listener = hvrpc::transport::Listener::bind(&ep).await.unwrap();
+    let server = Server::new()
+        .config(config)
+        .add_service(CalcServer::new(imp));
+    tokio::spawn(server.serve_with_shutdown(listener, std::future::pending()));
+    (ep, stats, dir)
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn unary_calls_and_typed_errors() {
+    let (ep, _, _dir) = unix_server(Config::server()).await;
+    let c = CalcClient::connect(&ep).await.unwrap();
+    assert_eq!(c.add(2, 3).await.unwrap(), 5);
+    assert_eq!(c.echo(b"hi".to_vec()).await.unwrap(), b"hi");
+    assert_eq!(c.divide(10, 3).await.unwrap(), 3);
+    match c.divide(1, 0).await {
+        Err(Error::Application(MathError::DivideByZero)) => {}
+        other => panic!("expected the typed application error, got {other:?}"),
+    }
+    c.sleep(1).await.unwrap();
+    assert_eq!(c.whoami().await.unwrap(), "unix://(unnamed)");
+}
+
+#[tokio::test]
+async fn thousand_concurrent_calls_on_one_connection() {
+    let (ep, _, _dir) = unix_server(Config::server()).await;
+    let c = CalcClient::connect(&ep).await.unwrap();
+    let calls = (0..1000u64).map(|i| {
+        let c = c.clone();
+        async move { (i, c.add(i, 1000).await) }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    assert_eq!(results.len(), 1000);
+    for (i, r) in results {
+        assert_eq!(r.unwrap(), i + 1000, "call {i}");
+    }
+}
+
+#[tokio::test]
+async fn handler_panic_is_an_internal_error_and_server_survives() {
+    let (ep, _, _dir) = unix_server(Config::server()).await;
+    let c = CalcClient::connect(&ep).await.unwrap();
+    match c.boom().await {
+        Err(Error::Remote {
+            code: ErrorCode::Internal,
+            message,
+        }) => assert!(
+            message.contains("the handler panicked: kaboom"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.add(1, 1).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn deadline_exceeded_stops_the_handler() {
+    let (ep, stats, _dir) = unix_server(Config::server()).await;
+    let c = CalcClient::connect(&ep).await.unwrap();
+    let err = c
+        .with_timeout(Duration::from_millis(100))
+        .sleep(60_000)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::DeadlineExceeded), "{err:?}");
+    wait_until("the handler was dropped", || {
+        stats.dropped_early.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dropping_a_call_cancels_the_handler() {
+    let (ep, stats, _dir) = unix_server(Config::server()).await;
+    let c = CalcClient::connect(&ep).await.unwrap();
+    let call = tokio::spawn({
+        let c = c.clone();
+        async move { c.sleep(60_000).await }
+    });
+    wait_until("the handler started", || {
+        stats.started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    call.abort();
+    wait_until("the handler was dropped", || {
+        stats.dropped_early.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The connection is still fine.
+    assert_eq!(c.add(1, 2).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn server_streaming() {
+    let (ep, _, _dir) = unix_server(Config::server()).await;
+    let c = CalcClient::connect(&ep).await.unwrap();
+    let items: Vec<u32> = c
+        .count(100)
+        .await
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    assert_eq!(items, (0..100).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn slow_consumer_bounds_what_the_server_produces() {
+    let mut config = Config::server();
+    config.stream_window = 8;
+    let (ep, stats, _dir) = unix_server(config.clone()).await;
+    let c = CalcClient::connect_with(&ep, Connector::new().config(config))
+        .await
+        .unwrap();
+    let mut s = c.count(1_000_000).await.unwrap();
+    for consumed in 1..=50usize {
+        assert!(s.next().await.unwrap().is_ok());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let produced = stats.produced.load(Ordering::SeqCst);
+        assert!(
+            produced <= consumed + 8 + 1,
+            "server produced {produced} items while the consumer took {consumed}"
+        );
+    }
+    drop(s);
+    let at_drop = stats.produced.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        stats.produced.load(Ordering::SeqCst) <= at_drop + 1,
+        "the producer kept going"
+    );
+}
+
+#[tokio::test]
+async fn frame_limit_minus_one_limit_plus_one() {
+    const MAX: usize = 64 * 1024;
+    let mut config = Config::server();
+    config.max_frame = MAX;
+    let (ep, _, _dir) = unix_server(config).await;
+    let c = CalcClient::connect(&ep).await.unwrap();
+    // Request payload = header (kind, id, service, method, timeout, window) + varint length
+    // + data. Find the data size whose frame is exactly MAX with a probe of the overhead.
+    let overhead = |data_len: usize| {
+        let id_len = 1; // ids stay below 128 in this test
+        let timeout_len = 1 + 3; // Some(30000 ms)
+        let varint = if data_len < 128 {
+            1
+        } else if data_len < 16384 {
+            2
+        } else {
+            3
+        };
+        1 + id_len + 1 + 1 + timeout_len + 1 + varint
+    };
+    let at_limit = MAX - overhead(MAX);
+    // The response frame is smaller than the request (shorter header), so only the request
+    // limit matters here.
+    assert_eq!(
+        c.echo(vec![1; at_limit - 1]).await.unwrap().len(),
+        at_limit - 1
+    );
+    assert_eq!(c.echo(vec![1; at_limit]).await.unwrap().len(), at_limit);
+    match c.echo(vec![1; at_limit + 1]).await {
+        Err(Error::FrameTooLarge { len, max }) => assert_eq!((len, max), (MAX + 1, MAX)),
+        other => panic!("{:?}", other.map(|v| v.len())),
+    }
+    // Refused locally: the connection is still usable.
+    assert_eq!(c.add(1, 1).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn peer_dies_mid_call_every_pending_call_errors() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let server = Server::new().add_service(CalcServer::new(CalcImpl::default()));
+    let (server_conn, client_conn) = tokio::join!(
+        server.serve_io(a, PeerAddr::Unix(None)),
+        Connector::new()
+            .want::<CalcClient>()
+            .connect_io(b, PeerAddr::Unix(None)),
+    );
+    let server_conn = server_conn.unwrap();
+    let c = CalcClient::new(client_conn.unwrap());
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.sleep(60_000).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server_conn.close();
+    for call in calls {
+        let r = timeout(Duration::from_secs(10), call)
+            .await
+            .expect("a call hung")
+            .unwrap();
+        assert!(matches!(r, Err(Error::ConnectionLost(_))), "{r:?}");
+    }
+    // A fixed connection does not come back: later calls fail fast.
+    assert!(matches!(c.add(1, 1).await, Err(Error::ConnectionLost(_))));
+}
