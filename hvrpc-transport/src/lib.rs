@@ -53,6 +53,7 @@
 pub mod addr;
 mod connect;
 pub mod framing;
+pub mod registry;
 mod stream;
 mod sys;
 

@@ -184,3 +184,36 @@ fn parent_port(service: crate::ServiceId) -> std::io::Result<u32> {
         )
     })
 }
+
+// ---- Hyper-V service registration (Windows registry) ----
+#[cfg(windows)]
+mod registry_windows;
+#[cfg(windows)]
+pub(crate) use registry_windows::{
+    list as registry_list, register as registry_register, unregister as registry_unregister,
+};
+
+#[cfg(not(windows))]
+mod no_registry {
+    use super::never::unsupported;
+    use crate::ServiceId;
+    use crate::registry::Registration;
+    use std::io;
+
+    const MSG: &str = "Hyper-V service registration is for a Windows host only \
+        (HKLM\\...\\Virtualization\\GuestCommunicationServices); nothing to do on this system";
+
+    pub(crate) fn registry_register(_: ServiceId, _: &str) -> io::Result<()> {
+        unsupported(MSG)
+    }
+
+    pub(crate) fn registry_unregister(_: ServiceId) -> io::Result<()> {
+        unsupported(MSG)
+    }
+
+    pub(crate) fn registry_list() -> io::Result<Vec<Registration>> {
+        unsupported(MSG)
+    }
+}
+#[cfg(not(windows))]
+pub(crate) use no_registry::*;
