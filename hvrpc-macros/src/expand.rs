@@ -306,7 +306,7 @@ impl<'a> Generator<'a> {
                     let (#(#vars,)*): (#(#tys,)*) = #rt::decode_args(
                         <Self as #rt::ServiceDef>::NAME, #name, &args,
                     )?;
-                    let service = ::std::sync::Arc::clone(&self.inner);
+                    let service = <::std::sync::Arc<S> as ::core::clone::Clone>::clone(&self.inner);
                     ::core::result::Result::Ok(#handler(async move {
                         #trait_name::#ident(&*service, ctx, #(#vars),*).await
                     }))
@@ -333,7 +333,7 @@ impl<'a> Generator<'a> {
 
             impl<S> ::core::clone::Clone for #server<S> {
                 fn clone(&self) -> Self {
-                    Self { inner: ::std::sync::Arc::clone(&self.inner) }
+                    Self { inner: <::std::sync::Arc<S> as ::core::clone::Clone>::clone(&self.inner) }
                 }
             }
 

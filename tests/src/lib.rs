@@ -1,0 +1,7 @@
+//! Cross-crate tests for hvrpc.
+//!
+//! The library re-exports the runtime under another path, as a facade crate would: the
+//! `renamed_crate` UI case proves generated code works through `crate = "…"` from there.
+
+/// hvrpc, re-exported under another name.
+pub use hvrpc as facade;

@@ -1,0 +1,5 @@
+#[hvrpc::service]
+pub trait S {
+    async fn f();
+}
+fn main() {}

@@ -1,0 +1,55 @@
+//! The forms the macro accepts.
+use serde::{Deserialize, Serialize};
+
+/// An error.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FsError(pub String);
+
+/// A load sample.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Load(pub f32);
+
+/// Guest information.
+#[hvrpc::service(port = 0x4856)]
+pub trait GuestInfo {
+    /// No arguments, unit result.
+    async fn ping();
+    /// A value.
+    async fn hostname() -> String;
+    /// A typed error.
+    async fn read_file(path: String, max: u64) -> Result<Vec<u8>, FsError>;
+    /// A stream.
+    async fn watch_load(interval_ms: u32) -> hvrpc::Streaming<Load>;
+}
+
+/// A Windows-only service with a name of its own.
+#[hvrpc::service(id = "{6C4EB1BE-40E8-4C8B-A4D6-5B0F67D7E40F}", name = "host.Admin")]
+pub(crate) trait Admin {
+    async fn shutdown(reason: String) -> bool;
+}
+
+struct Agent;
+
+impl GuestInfo for Agent {
+    async fn ping(&self, _ctx: hvrpc::Context) {}
+    async fn hostname(&self, _ctx: hvrpc::Context) -> String {
+        "guest".into()
+    }
+    async fn read_file(&self, _ctx: hvrpc::Context, path: String, _max: u64) -> Result<Vec<u8>, FsError> {
+        Err(FsError(path))
+    }
+    async fn watch_load(&self, _ctx: hvrpc::Context, _interval_ms: u32) -> hvrpc::Streaming<Load> {
+        hvrpc::Streaming::iter(vec![Load(0.5)])
+    }
+}
+
+fn main() {
+    use hvrpc::ServiceDef;
+    assert_eq!(GuestInfoClient::NAME, "GuestInfo");
+    assert_eq!(GuestInfoClient::ID.vsock_port(), Some(0x4856));
+    assert_eq!(GuestInfoClient::METHODS, ["ping", "hostname", "read_file", "watch_load"]);
+    assert_eq!(AdminClient::NAME, "host.Admin");
+    assert_eq!(AdminClient::ID.to_string(), "6c4eb1be-40e8-4c8b-a4d6-5b0f67d7e40f");
+    assert_ne!(GuestInfoClient::FINGERPRINT, AdminClient::FINGERPRINT);
+    let _server = hvrpc::Server::new().add_service(GuestInfoServer::new(Agent));
+}
