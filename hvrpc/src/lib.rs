@@ -1,5 +1,66 @@
 //! hvrpc: RPC between a Hyper-V host and its VMs (and between a VM and its containers) over
 //! Hyper-V sockets (`AF_HYPERV` on Windows, `AF_VSOCK` in Linux guests).
+//!
+//! Define a service as a trait with [`service`]; implement the generated server trait; serve it
+//! with a [`Server`]; call it with the generated client.
+//!
+//! # Quick start
+//!
+//! ```
+//! use hvrpc::{Context, Server};
+//!
+//! /// What a guest agent tells its host.
+//! #[hvrpc::service(port = 0x4856)]
+//! pub trait GuestInfo {
+//!     /// The guest's host name.
+//!     async fn hostname() -> String;
+//!     /// Reads a file, or says why not.
+//!     async fn read_file(path: String, max: u64) -> Result<Vec<u8>, String>;
+//! }
+//!
+//! struct Agent;
+//!
+//! impl GuestInfo for Agent {
+//!     async fn hostname(&self, _ctx: Context) -> String {
+//!         "guest-1".into()
+//!     }
+//!     async fn read_file(&self, _ctx: Context, path: String, _max: u64) -> Result<Vec<u8>, String> {
+//!         Err(format!("{path}: not allowed"))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // In a Linux guest the agent would serve `vsock://any:0x4856` and a Windows host would reach
+//! // it as `hvsock://<vm-id>/0x4856`; TCP on loopback runs anywhere.
+//! let listener = hvrpc::transport::Listener::bind(&"tcp://127.0.0.1:0".parse()?).await?;
+//! let endpoint = listener.local_endpoint().clone();
+//! let server = Server::new().add_service(GuestInfoServer::new(Agent));
+//! tokio::spawn(server.serve_with_shutdown(listener, std::future::pending()));
+//!
+//! let guest = GuestInfoClient::connect(&endpoint).await?;
+//! assert_eq!(guest.hostname().await?, "guest-1");
+//! match guest.read_file("/etc/shadow".into(), 4096).await {
+//!     Err(hvrpc::Error::Application(why)) => assert_eq!(why, "/etc/shadow: not allowed"),
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What you get
+//!
+//! * One connection carries many concurrent calls; responses arrive in any order; reading never
+//!   waits for writing.
+//! * Deadlines travel as relative durations; dropping a call's future cancels it on the server.
+//! * Server streaming ([`Streaming`]) with credit-based flow control.
+//! * A handshake that refuses a peer whose service definition differs, naming the service.
+//! * Either end may serve and call: a guest that dials its host can be called back
+//!   ([`Connector::serve`], [`Server::on_connection`]).
+//! * Limits on frames, concurrent calls, connections and idle time; keepalive; graceful
+//!   shutdown; reconnecting clients ([`Channel`]).
+//!
+//! The wire protocol is specified in `docs/PROTOCOL.md`.
 #![cfg_attr(
     not(test),
     deny(
@@ -28,6 +89,37 @@ pub use server::Server;
 pub use service::{Context, Service, ServiceDef};
 pub use streaming::{StreamClosed, StreamSender, Streaming};
 
+/// Defines a service: `#[hvrpc::service(port = 0x4856)] pub trait GuestInfo { … }`.
+///
+/// # Options
+///
+/// * `port = N` — the service's vsock port; on Hyper-V its service id is the vsock template
+///   GUID for `N` (`NNNNNNNN-facb-11e6-bd58-64006a7986d3`). Reaches Linux and Windows guests.
+/// * `id = "GUID"` — an explicit Hyper-V service id. **Windows only**: Linux guests reach only
+///   port-based services.
+/// * `name = "…"` — the name announced in the handshake (default: the trait's name).
+/// * `crate = "path"` — where the runtime is, when `hvrpc` is renamed or re-exported.
+///
+/// Exactly one of `port` and `id` is required.
+///
+/// # Methods
+///
+/// Every item is an `async fn` without `self`, generics or patterns; arguments are owned
+/// serde types. A method may return `T`, `Result<T, E>` (the error travels typed) or
+/// `hvrpc::Streaming<T>` (server streaming). Method order is part of the wire format.
+///
+/// # What it generates, for `trait GuestInfo`
+///
+/// * `trait GuestInfo`: the server side. Each method gains `&self` and a [`Context`] and returns
+///   a `Send` future: implement it with `async fn`.
+/// * `GuestInfoServer<S>`: wraps an implementation for [`Server::add_service`] (or
+///   [`Connector::serve`]).
+/// * `GuestInfoClient`: one async method per RPC returning `Result<T, hvrpc::Error>`
+///   (`Result<T, hvrpc::Error<E>>` for methods with their own error type `E`), plus `connect`,
+///   `connect_with`, `connect_parent`, `new`, `with_timeout`, `with_options`, `channel`.
+/// * [`ServiceDef`] for both, with `NAME`, `ID`, `FINGERPRINT` and `METHODS`.
+///
+/// Method names that collide with the generated client's own methods are rejected.
 pub use hvrpc_macros::service;
 
 /// The transport layer: addresses, listeners, streams, framing.

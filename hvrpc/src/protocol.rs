@@ -321,6 +321,91 @@ mod tests {
         );
     }
 
+    /// Every golden frame above appears, as hex, in docs/PROTOCOL.md: the document cannot
+    /// drift from the encoder.
+    #[test]
+    fn protocol_doc_matches_golden_bytes() {
+        let doc: String = include_str!("../../docs/PROTOCOL.md")
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut body = BytesMut::new();
+        encode_into(&("a", 5u32), &mut body).unwrap();
+        let frames = [
+            frame(
+                Header::Hello(Hello {
+                    features: 0,
+                    max_frame: 4 * 1024 * 1024,
+                    max_concurrent_calls: 256,
+                    services: vec![ServiceInfo {
+                        name: "Echo".into(),
+                        fingerprint: 0x0123_4567_89ab_cdef,
+                    }],
+                    wants: vec![],
+                    agent: "hv".into(),
+                }),
+                &[],
+            ),
+            frame(
+                Header::Request {
+                    id: 1,
+                    service: 0,
+                    method: 2,
+                    timeout_ms: Some(30_000),
+                    window: 0,
+                },
+                &body,
+            ),
+            frame(
+                Header::Request {
+                    id: 300,
+                    service: 1,
+                    method: 0,
+                    timeout_ms: None,
+                    window: 16,
+                },
+                &[],
+            ),
+            frame(
+                Header::Response {
+                    id: 1,
+                    status: Status::Ok,
+                },
+                &[7],
+            ),
+            frame(
+                Header::Response {
+                    id: 2,
+                    status: Status::Error {
+                        code: ErrorCode::UnknownMethod,
+                        message: "no".into(),
+                    },
+                },
+                &[],
+            ),
+            frame(Header::StreamItem { id: 3 }, &[9]),
+            frame(Header::Credit { id: 3, items: 8 }, &[]),
+            frame(Header::Cancel { id: 3 }, &[]),
+            frame(Header::Ping(7), &[]),
+            frame(Header::Pong(7), &[]),
+            frame(
+                Header::GoAway {
+                    reason: "bye".into(),
+                },
+                &[],
+            ),
+        ];
+        for f in frames {
+            assert!(
+                doc.contains(&hex(&f)),
+                "docs/PROTOCOL.md lacks the frame {}",
+                hex(&f)
+            );
+        }
+        assert!(doc.contains(&hex(&PREAMBLE)));
+    }
+
     #[test]
     fn error_codes_are_stable() {
         let codes = [
