@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::connection::{Connection, HandshakeParams, Pending, Services};
@@ -240,9 +241,17 @@ where
     A: Serialize + ?Sized,
     R: DeserializeOwned,
 {
-    let (conn, service) = prepare::<S>(channel).await?;
+    let span = tracing::debug_span!(
+        "hvrpc.call",
+        service = S::NAME,
+        method = method_name::<S>(method)
+    );
+    let (conn, service) = prepare::<S>(channel).instrument(span.clone()).await?;
     let timeout = opts.resolve(channel.default_deadline(&conn), false);
-    let body = conn.call_unary(service, method, args, timeout).await?;
+    let body = conn
+        .call_unary(service, method, args, timeout)
+        .instrument(span)
+        .await?;
     protocol::decode_exact(&body).map_err(|e| {
         Error::Protocol(
             format!(

@@ -1,6 +1,8 @@
 //! Connection-level behaviour: handshake checks, bidirectional calls, several services per
 //! listener, reconnects, keepalive, graceful shutdown, idle timeout and server limits.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -74,26 +76,18 @@ impl Callback for Cb {
     }
 }
 
-fn endpoint(dir: &tempfile::TempDir, name: &str) -> Endpoint {
-    if cfg!(unix) {
-        Endpoint::unix(dir.path().join(name))
-    } else {
-        "tcp://127.0.0.1:0".parse().unwrap()
-    }
-}
-
-/// Binds and serves `server` in the background; returns the bound endpoint and a shutdown
-/// trigger plus the serve task.
+/// Binds the test transport and serves `server` in the background; returns the endpoint to
+/// dial, a shutdown trigger and the serve task.
 async fn spawn(
     server: Server,
-    ep: &Endpoint,
+    dir: &tempfile::TempDir,
+    name: &str,
 ) -> (
     Endpoint,
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let listener = Listener::bind(ep).await.unwrap();
-    let bound = listener.local_endpoint().clone();
+    let (listener, bound) = common::test_listener(dir, name).await;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.serve_with_shutdown(listener, async {
         let _ = rx.await;
@@ -200,7 +194,7 @@ async fn two_services_on_one_listener() {
     let server = Server::new()
         .add_service(v1::KvServer::new(KvV1))
         .add_service(GreeterServer::new(Greet::default()));
-    let (ep, _stop, _task) = spawn(server, &endpoint(&dir, "two.sock")).await;
+    let (ep, _stop, _task) = spawn(server, &dir, "two.sock").await;
     let kv = v1::KvClient::connect(&ep).await.unwrap();
     let greeter = GreeterClient::connect(&ep).await.unwrap();
     assert_eq!(kv.get("k".into()).await.unwrap().as_deref(), Some("v"));
@@ -229,7 +223,7 @@ async fn bidirectional_calls() {
                 let _ = names_tx.send(guest.name().await);
             });
         });
-    let (ep, _stop, _task) = spawn(server, &endpoint(&dir, "bidi.sock")).await;
+    let (ep, _stop, _task) = spawn(server, &dir, "bidi.sock").await;
     // The guest dials, serving Callback over the same connection.
     let guest = GreeterClient::connect_with(
         &ep,
@@ -249,13 +243,14 @@ async fn bidirectional_calls() {
 #[tokio::test]
 async fn reconnect_after_server_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let ep = endpoint(&dir, "restart.sock");
+    // A fixed endpoint, so that the second server is where the first one was.
+    let ep = Endpoint::unix(dir.path().join("restart.sock"));
     let mut config = Config::server();
     config.shutdown_grace = Duration::from_millis(50);
     let first = Server::new()
         .config(config)
         .add_service(GreeterServer::new(Greet::default()));
-    let (ep1, stop1, task1) = spawn(first, &ep).await;
+    let (ep1, stop1, task1) = spawn_at(first, &ep).await;
     let client = GreeterClient::connect(&ep1).await.unwrap();
     assert_eq!(client.greet("a".into()).await.unwrap(), "hello a");
     // A call in flight when the server goes away fails; it is not re-sent.
@@ -285,12 +280,30 @@ async fn reconnect_after_server_restart() {
         Err(Error::Connect(_))
     ));
     // A new server on the same endpoint: the next call reconnects.
-    let (_ep2, _stop2, _task2) = spawn(
+    let (_ep2, _stop2, _task2) = spawn_at(
         Server::new().add_service(GreeterServer::new(Greet::default())),
         &ep,
     )
     .await;
     assert_eq!(client.greet("c".into()).await.unwrap(), "hello c");
+}
+
+/// Serves `server` on a given endpoint.
+#[cfg(unix)]
+async fn spawn_at(
+    server: Server,
+    ep: &Endpoint,
+) -> (
+    Endpoint,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = Listener::bind(ep).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve_with_shutdown(listener, async {
+        let _ = rx.await;
+    }));
+    (ep.clone(), tx, task)
 }
 
 /// Forwards bytes between two pipes until told to stall (a paused VM): then nothing moves.
@@ -361,7 +374,8 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
     let started = Arc::clone(&imp.started);
     let (ep, stop, task) = spawn(
         Server::new().add_service(GreeterServer::new(imp)),
-        &endpoint(&dir, "grace.sock"),
+        &dir,
+        "grace.sock",
     )
     .await;
     let client = GreeterClient::connect(&ep).await.unwrap();
@@ -397,7 +411,8 @@ async fn idle_connections_are_closed_and_clients_redial() {
         Server::new()
             .config(config)
             .add_service(GreeterServer::new(Greet::default())),
-        &endpoint(&dir, "idle.sock"),
+        &dir,
+        "idle.sock",
     )
     .await;
     let client = GreeterClient::connect(&ep).await.unwrap();
@@ -419,7 +434,8 @@ async fn connection_limit() {
         Server::new()
             .config(config)
             .add_service(GreeterServer::new(Greet::default())),
-        &endpoint(&dir, "limit.sock"),
+        &dir,
+        "limit.sock",
     )
     .await;
     let a = GreeterClient::connect(&ep).await.unwrap();
@@ -443,7 +459,7 @@ async fn unauthorized_peers_never_reach_a_handler() {
             seen2.fetch_add(1, Ordering::SeqCst);
             false
         });
-    let (ep, _stop, _task) = spawn(server, &endpoint(&dir, "auth.sock")).await;
+    let (ep, _stop, _task) = spawn(server, &dir, "auth.sock").await;
     assert!(GreeterClient::connect(&ep).await.is_err());
     assert_eq!(seen.load(Ordering::SeqCst), 1);
     assert_eq!(started.load(Ordering::SeqCst), 0);
