@@ -2,9 +2,10 @@
 //! implementation would: the server answers what deserves an answer, closes the connection on
 //! protocol violations, and keeps serving everybody else.
 
+mod common;
+
 use std::time::Duration;
 
-use hvrpc::transport::Listener;
 use hvrpc::{Config, Context, Endpoint, Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
@@ -161,13 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
 
 async fn server(config: Config) -> (Endpoint, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let ep = if cfg!(unix) {
-        Endpoint::unix(dir.path().join("raw.sock"))
-    } else {
-        "tcp://127.0.0.1:0".parse().unwrap()
-    };
-    let listener = Listener::bind(&ep).await.unwrap();
-    let ep = listener.local_endpoint().clone();
+    let (listener, ep) = common::test_listener(&dir, "raw.sock").await;
     let server = Server::new()
         .config(config)
         .add_service(EchoServer::new(Imp));
