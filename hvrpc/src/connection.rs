@@ -321,8 +321,12 @@ impl Connection {
             peer_going_away: AtomicBool::new(false),
             going_away: AtomicBool::new(false),
         });
-        let mut framed = FramedRead::new(r, FrameCodec::new(shared.config.max_frame));
-        framed.read_buffer_mut().extend_from_slice(&leftover);
+        // What came with the peer's Hello is read first. (Copied into the FramedRead's buffer,
+        // it would wait undecoded until more bytes arrived.)
+        let framed = FramedRead::new(
+            std::io::Cursor::new(leftover).chain(r),
+            FrameCodec::new(shared.config.max_frame),
+        );
         let span = tracing::debug_span!("hvrpc.connection", peer = %shared.peer);
         tokio::spawn(reader(framed, Arc::clone(&shared)).instrument(span.clone()));
         tokio::spawn(writer(w, rx, Arc::clone(&shared)).instrument(span));
