@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hvrpc::transport::Listener;
-use hvrpc::{Config, Connector, Context, Endpoint, Error, ErrorCode, PeerAddr, Server};
+use hvrpc::{Config, Connector, Context, Endpoint, Error, PeerAddr, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
@@ -266,7 +265,7 @@ async fn reconnect_after_server_restart() {
         .unwrap();
     match r {
         Err(Error::Remote {
-            code: ErrorCode::Cancelled,
+            code: hvrpc::ErrorCode::Cancelled,
             message,
         }) => {
             assert!(message.contains("grace period is over"), "{message}")
@@ -298,7 +297,7 @@ async fn spawn_at(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let listener = Listener::bind(ep).await.unwrap();
+    let listener = hvrpc::transport::Listener::bind(ep).await.unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.serve_with_shutdown(listener, async {
         let _ = rx.await;

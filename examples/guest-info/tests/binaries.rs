@@ -1,0 +1,199 @@
+//! The agent and the host tool as a user runs them, over a Unix socket (AF_VSOCK and hybrid
+//! vsock are exercised in the test VM).
+#![cfg(target_os = "linux")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_guest-info-agent");
+const HOST: &str = env!("CARGO_BIN_EXE_guest-info");
+
+/// Kills the process when the test ends, whatever happens.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(bin: &str, args: &[&str]) -> Guard {
+    Guard(
+        Command::new(bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Runs to completion, killed after 60 s.
+fn run(bin: &str, args: &[&str]) -> Output {
+    let mut child = spawn(bin, args);
+    let started = Instant::now();
+    loop {
+        if child.0.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{bin} {args:?} hung"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = std::mem::replace(&mut child.0, Command::new("true").spawn().unwrap());
+    out.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn query_json_reports_this_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep = format!("unix://{}", dir.path().join("agent.sock").display());
+    let _agent = spawn(AGENT, &["--listen", &ep]);
+    let out = run(HOST, &["query", &ep, "--json", "--wait", "10"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(report["hostname"], hostname.trim());
+    assert_eq!(report["os"]["kernel_name"], "Linux");
+    assert!(report["memory"]["total_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        report["filesystems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["mount_point"] == "/")
+    );
+    assert!(
+        report["network_interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "lo")
+    );
+    assert_eq!(report["errors"], serde_json::json!({}));
+}
+
+#[test]
+fn query_text_then_agent_exits_with_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep = format!("unix://{}", dir.path().join("once.sock").display());
+    let mut agent = spawn(AGENT, &["--listen", &ep, "--once"]);
+    let out = run(HOST, &["query", &ep, "--wait", "10"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    for heading in [
+        "Host name",
+        "OS ",
+        "Kernel",
+        "Time",
+        "Uptime",
+        "Memory",
+        "Network",
+        "Filesystems",
+        "Agent",
+    ] {
+        assert!(report.contains(heading), "missing {heading}:\n{report}");
+    }
+    let started = Instant::now();
+    while agent.0.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "agent did not exit after --once"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(agent.0.try_wait().unwrap().unwrap().success());
+}
+
+#[test]
+fn watch_streams_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep = format!("unix://{}", dir.path().join("watch.sock").display());
+    let _agent = spawn(AGENT, &["--listen", &ep]);
+    let out = run(
+        HOST,
+        &[
+            "watch",
+            &ep,
+            "--interval-ms",
+            "100",
+            "--count",
+            "3",
+            "--json",
+            "--wait",
+            "10",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines
+            .iter()
+            .all(|s| s["memory_total_bytes"].as_u64().unwrap() > 0)
+    );
+}
+
+#[test]
+fn listen_lists_agents_that_dial_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep = format!("unix://{}", dir.path().join("host.sock").display());
+    let mut host = spawn(HOST, &["listen", &ep, "--json"]);
+    let stdout = host.0.stdout.take().unwrap();
+    // Agents dial before and after the host listens: the agent retries with backoff.
+    let _agent = spawn(AGENT, &["--no-listen", "--dial", &ep]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no agent was listed")
+        .unwrap();
+    let guest: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(guest["hostname"], hostname.trim());
+    assert!(guest["peer"].as_str().unwrap().starts_with("unix://"));
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let out = run(HOST, &["query", "vsock:/3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("expected <scheme>://"),
+        "{}",
+        text(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!("unix://{}", dir.path().join("nobody.sock").display());
+    let out = run(HOST, &["query", &missing]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("guest-info: cannot connect to unix://"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(AGENT, &["--listen", "unix:///nonexistent-dir/x.sock"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot listen on unix:///nonexistent-dir/x.sock"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(AGENT, &["--no-listen"]);
+    assert_eq!(out.status.code(), Some(2), "--no-listen requires --dial");
+}
