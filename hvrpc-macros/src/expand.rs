@@ -173,6 +173,12 @@ impl<'a> Generator<'a> {
                 #consts
             }
 
+            impl #rt::Client for #client {
+                fn from_channel(channel: #rt::Channel) -> Self {
+                    Self::new(channel)
+                }
+            }
+
             impl #client {
                 /// A client using `channel` (or a `Connection`).
                 #vis fn new(channel: impl ::core::convert::Into<#rt::Channel>) -> Self {

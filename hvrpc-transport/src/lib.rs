@@ -52,6 +52,7 @@
 
 pub mod addr;
 mod connect;
+pub mod discovery;
 pub mod framing;
 pub mod registry;
 mod stream;

@@ -74,6 +74,7 @@
 mod client;
 mod config;
 mod connection;
+pub mod discover;
 mod error;
 mod protocol;
 mod server;
@@ -86,7 +87,7 @@ pub use connection::Connection;
 pub use error::{Error, ErrorCode};
 pub use protocol::{PROTOCOL_VERSION, ServiceInfo};
 pub use server::Server;
-pub use service::{Context, Service, ServiceDef};
+pub use service::{Client, Context, Service, ServiceDef};
 pub use streaming::{StreamClosed, StreamSender, Streaming};
 
 /// Defines a service: `#[hvrpc::service(port = 0x4856)] pub trait GuestInfo { … }`.
@@ -131,7 +132,7 @@ pub use hvrpc_transport::{Endpoint, PeerAddr, ServiceId, VmId, VsockAddr};
 pub mod __private {
     pub use crate::client::{CallOptions, Channel, Connector, call_streaming, call_unary};
     pub use crate::error::{Error, ErrorCode};
-    pub use crate::service::{Body, Context, Handler, Service, ServiceDef};
+    pub use crate::service::{Body, Client, Context, Handler, Service, ServiceDef};
     pub use crate::streaming::Streaming;
     pub use bytes::Bytes;
     pub use hvrpc_transport::{Endpoint, ServiceId};

@@ -463,3 +463,55 @@ async fn unauthorized_peers_never_reach_a_handler() {
     assert_eq!(seen.load(Ordering::SeqCst), 1);
     assert_eq!(started.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn find_among_candidates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (greeter_ep, _s1, _t1) = spawn(
+        Server::new().add_service(GreeterServer::new(Greet::default())),
+        &dir,
+        "g.sock",
+    )
+    .await;
+    let (kv_ep, _s2, _t2) = spawn(
+        Server::new().add_service(v1::KvServer::new(KvV1)),
+        &dir,
+        "kv.sock",
+    )
+    .await;
+    let nobody = Endpoint::unix(dir.path().join("nobody.sock"));
+    let candidates = vec![kv_ep.clone(), greeter_ep.clone(), nobody.clone()];
+    let (found, failed) =
+        hvrpc::discover::find::<GreeterClient>(candidates, Duration::from_secs(5)).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].endpoint, greeter_ep);
+    assert_eq!(found[0].client.greet("x".into()).await.unwrap(), "hello x");
+    assert_eq!(failed.len(), 2);
+    assert!(
+        matches!(&failed[0], (ep, Error::Handshake(_)) if *ep == kv_ep),
+        "{failed:?}"
+    );
+    assert!(
+        matches!(&failed[1], (ep, Error::Connect(_)) if *ep == nobody),
+        "{failed:?}"
+    );
+
+    // Among live connections: only those whose peer serves the service.
+    let kv_conn = v1::KvClient::connect(&kv_ep)
+        .await
+        .unwrap()
+        .channel()
+        .connection()
+        .await
+        .unwrap();
+    let g_conn = GreeterClient::connect(&greeter_ep)
+        .await
+        .unwrap()
+        .channel()
+        .connection()
+        .await
+        .unwrap();
+    let greeters = hvrpc::discover::among::<GreeterClient>([kv_conn, g_conn]);
+    assert_eq!(greeters.len(), 1);
+    assert_eq!(greeters[0].greet("y".into()).await.unwrap(), "hello y");
+}

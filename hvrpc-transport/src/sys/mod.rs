@@ -217,3 +217,36 @@ mod no_registry {
 }
 #[cfg(not(windows))]
 pub(crate) use no_registry::*;
+
+// ---- VM discovery (Host Compute Service) ----
+#[cfg(windows)]
+mod hcs_windows;
+#[cfg(windows)]
+pub(crate) use hcs_windows::{enumerate as hcs_enumerate, hvc_id};
+
+#[cfg(not(windows))]
+pub(crate) fn hcs_enumerate() -> std::io::Result<String> {
+    never::unsupported(
+        "VM discovery (the Host Compute Service) needs a Windows host with Hyper-V; on a Linux \
+         host list the VMMs' hybrid-vsock sockets instead",
+    )
+}
+
+#[cfg(not(windows))]
+pub(crate) fn hvc_id(_: &str) -> std::io::Result<crate::VmId> {
+    never::unsupported("hvc.exe exists only on a Windows host")
+}
+
+/// Whether `path` is a Unix socket.
+pub(crate) fn is_socket(path: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}

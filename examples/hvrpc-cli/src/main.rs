@@ -1,0 +1,288 @@
+//! `hvrpc`: service GUIDs and vsock ports, Hyper-V service registration, handshake pings, and
+//! VM discovery.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use hvrpc::transport::{ConnectOptions, discovery, registry};
+use hvrpc::{Config, Connector, Endpoint, ServiceId};
+use serde_json::json;
+
+/// Tools for Hyper-V socket services built with hvrpc.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// A service named by vsock port or by GUID.
+#[derive(ClapArgs, Debug)]
+#[group(required = true, multiple = false)]
+struct ServiceArg {
+    /// The service's vsock port (decimal or 0x…); registered as its template GUID.
+    #[arg(long, value_parser = parse_port)]
+    port: Option<u32>,
+    /// The service's GUID (Windows-only services).
+    #[arg(long)]
+    id: Option<ServiceId>,
+}
+
+impl ServiceArg {
+    fn service_id(&self) -> ServiceId {
+        match (self.port, self.id) {
+            (Some(p), _) => ServiceId::from_vsock_port(p),
+            (None, Some(id)) => id,
+            // clap's group makes exactly one of them required.
+            (None, None) => ServiceId::VSOCK_TEMPLATE,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the Hyper-V service GUID of a vsock port.
+    Guid {
+        /// The port (decimal or 0x…).
+        #[arg(value_parser = parse_port)]
+        port: u32,
+    },
+    /// Print the vsock port of a service GUID (template GUIDs only).
+    Port {
+        /// The GUID.
+        guid: ServiceId,
+    },
+    /// Register a service so that guests may connect to a listener on this Windows host
+    /// (needs administrator rights).
+    Register {
+        /// A friendly name, shown in performance counters.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        service: ServiceArg,
+    },
+    /// Remove a service's registration (needs administrator rights).
+    Unregister {
+        #[command(flatten)]
+        service: ServiceArg,
+    },
+    /// List the registered services (Windows host).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connect and run the handshake: protocol version, implementation, services offered,
+    /// and how long it took.
+    Ping {
+        /// The endpoint, e.g. hvsock://<vm-id>/18518, vsock://3:18518,
+        /// hybrid-vsock:///run/vm.vsock:18518.
+        endpoint: Endpoint,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List VMs: running compute systems on a Windows host (needs administrator rights), or
+    /// VMM hybrid-vsock sockets matching --hybrid on a Linux/KVM host.
+    Vms {
+        /// A pattern for VMM sockets, e.g. '/run/firecracker/*.vsock' (Linux/KVM hosts).
+        #[arg(long)]
+        hybrid: Option<String>,
+        /// Resolve one VM by name (or id) to its VM id instead of listing.
+        #[arg(long)]
+        resolve: Option<String>,
+        /// Also handshake with each VM on this vsock port and show what it serves.
+        #[arg(long, value_parser = parse_port)]
+        probe_port: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_port(s: &str) -> Result<u32, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| {
+        format!("{s:?} is not a port: expected a number from 0 to 4294967295 (decimal or 0x…)")
+    })
+}
+
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+async fn ping(endpoint: &Endpoint, timeout: Duration) -> Result<serde_json::Value, Failure> {
+    let mut config = Config::default();
+    config.handshake_timeout = timeout;
+    config.connect = ConnectOptions::new().timeout(timeout);
+    let started = Instant::now();
+    let channel = tokio::time::timeout(timeout, Connector::new().config(config).connect(endpoint))
+        .await
+        .map_err(|_| Failure(format!("no handshake from {endpoint} within {timeout:?}")))??;
+    let conn = channel.connection().await?;
+    let rtt = started.elapsed();
+    let services: Vec<_> = conn
+        .peer_services()
+        .iter()
+        .map(|s| json!({"name": s.name, "fingerprint": format!("{:016x}", s.fingerprint)}))
+        .collect();
+    Ok(json!({
+        "endpoint": endpoint.to_string(),
+        "peer": conn.peer().to_string(),
+        "protocol_version": hvrpc::PROTOCOL_VERSION,
+        "agent": conn.peer_agent(),
+        "services": services,
+        "connect_and_handshake_ms": rtt.as_secs_f64() * 1000.0,
+    }))
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Guid { port } => println!("{}", ServiceId::from_vsock_port(port)),
+        Command::Port { guid } => match guid.vsock_port() {
+            Some(p) => println!("{p}"),
+            None => {
+                return Err(Failure(format!(
+                    "{guid} is not a vsock template GUID (<port>-facb-11e6-bd58-64006a7986d3), so it has no port"
+                )));
+            }
+        },
+        Command::Register { name, service } => {
+            let id = service.service_id();
+            registry::register(id, &name)?;
+            println!("registered {id} as {name:?}");
+        }
+        Command::Unregister { service } => {
+            let id = service.service_id();
+            registry::unregister(id)?;
+            println!("unregistered {id}");
+        }
+        Command::List { json } => {
+            let services = registry::list()?;
+            if json {
+                let items: Vec<_> = services
+                    .iter()
+                    .map(|r| json!({"service_id": r.service_id.to_string(), "name": r.element_name, "port": r.vsock_port()}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(items));
+            } else {
+                for r in services {
+                    let port = r
+                        .vsock_port()
+                        .map_or_else(String::new, |p| format!("  port {p} (0x{p:x})"));
+                    println!(
+                        "{}  {}{port}",
+                        r.service_id,
+                        r.element_name.as_deref().unwrap_or("(no name)")
+                    );
+                }
+            }
+        }
+        Command::Ping {
+            endpoint,
+            timeout_ms,
+            json,
+        } => {
+            let info = ping(&endpoint, Duration::from_millis(timeout_ms)).await?;
+            if json {
+                println!("{info}");
+            } else {
+                println!(
+                    "{} answered in {:.1} ms: protocol {}, {}",
+                    info["peer"].as_str().unwrap_or_default(),
+                    info["connect_and_handshake_ms"]
+                        .as_f64()
+                        .unwrap_or_default(),
+                    info["protocol_version"],
+                    info["agent"].as_str().unwrap_or_default()
+                );
+                for s in info["services"].as_array().into_iter().flatten() {
+                    println!(
+                        "  serves {} (fingerprint {})",
+                        s["name"].as_str().unwrap_or_default(),
+                        s["fingerprint"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Command::Vms {
+            hybrid,
+            resolve,
+            probe_port,
+            json,
+        } => {
+            if let Some(name) = resolve {
+                println!("{}", discovery::resolve_vm(&name)?);
+                return Ok(());
+            }
+            let (rows, endpoints): (Vec<serde_json::Value>, Vec<Option<Endpoint>>) = match hybrid {
+                Some(pattern) => discovery::hybrid_sockets(&pattern)?
+                    .into_iter()
+                    .map(|path| {
+                        let ep = probe_port.map(|p| {
+                            Endpoint::HybridVsock(hvrpc::transport::HybridVsockAddr::new(&path, p))
+                        });
+                        (json!({"socket": path.display().to_string()}), ep)
+                    })
+                    .unzip(),
+                None => discovery::list_vms()?
+                    .into_iter()
+                    .map(|vm| {
+                        let ep = probe_port.map(|p| {
+                            Endpoint::HvSocket(hvrpc::transport::HvSocketAddr::new(
+                                vm.id,
+                                ServiceId::from_vsock_port(p),
+                            ))
+                        });
+                        (
+                            json!({"id": vm.id.to_string(), "name": vm.name, "type": vm.system_type,
+                                   "state": vm.state, "owner": vm.owner}),
+                            ep,
+                        )
+                    })
+                    .unzip(),
+            };
+            let mut rows = rows;
+            for (row, ep) in rows.iter_mut().zip(endpoints) {
+                if let Some(ep) = ep {
+                    row["probe"] = match ping(&ep, Duration::from_secs(2)).await {
+                        Ok(info) => info["services"].clone(),
+                        Err(Failure(e)) => json!({"error": e}),
+                    };
+                }
+            }
+            if json {
+                println!("{}", serde_json::Value::Array(rows));
+            } else if rows.is_empty() {
+                println!("no VMs found");
+            } else {
+                for row in rows {
+                    println!("{row}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(e)) => {
+            eprintln!("hvrpc: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
