@@ -261,8 +261,31 @@ const MAX_REPLY_LINE: usize = 64;
 /// listens on the port; that is reported as `ConnectionRefused` so that retries apply.
 async fn hybrid_connect(addr: &HybridVsockAddr) -> io::Result<sys::UnixSocketStream> {
     let mut s = sys::unix_connect(&addr.path).await?;
-    s.write_all(format!("CONNECT {}\n", addr.port).as_bytes())
-        .await?;
+    let not_listening = || {
+        io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!(
+                "the VMM closed the connection: nothing listens on guest vsock port {}",
+                addr.port
+            ),
+        )
+    };
+    // A VMM that already closed the socket (nothing listens on the port) makes the write fail
+    // with a broken pipe or a reset: the same answer as a clean close.
+    match s
+        .write_all(format!("CONNECT {}\n", addr.port).as_bytes())
+        .await
+    {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            return Err(not_listening());
+        }
+        other => other?,
+    }
     let mut line = Vec::with_capacity(16);
     loop {
         let mut byte = [0u8; 1];
@@ -273,13 +296,7 @@ async fn hybrid_connect(addr: &HybridVsockAddr) -> io::Result<sys::UnixSocketStr
             Err(e) => return Err(e),
         };
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionRefused,
-                format!(
-                    "the VMM closed the connection: nothing listens on guest vsock port {}",
-                    addr.port
-                ),
-            ));
+            return Err(not_listening());
         }
         match byte {
             [b'\n'] => break,

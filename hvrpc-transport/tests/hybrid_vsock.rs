@@ -25,6 +25,9 @@ enum Reply {
     Ok,
     /// Close the socket (nothing listens on the guest port).
     Close,
+    /// Close the socket before even reading the request: the client's write may fail with a
+    /// broken pipe.
+    CloseAtOnce,
     /// Answer garbage.
     Garbage,
     /// Never answer.
@@ -41,10 +44,11 @@ fn fake_vmm(path: &Path, closed_first: usize, reply: Reply) -> Arc<AtomicUsize> 
         loop {
             let (s, _) = listener.accept().await.unwrap();
             let n = seen.fetch_add(1, Ordering::SeqCst);
-            let reply = if n < closed_first {
-                Reply::Close
-            } else {
-                reply
+            // Refusals alternate between closing after and before reading the request.
+            let reply = match (n < closed_first, n % 2) {
+                (true, 0) => Reply::Close,
+                (true, _) => Reply::CloseAtOnce,
+                (false, _) => reply,
             };
             tokio::spawn(serve(s, reply));
         }
@@ -53,6 +57,9 @@ fn fake_vmm(path: &Path, closed_first: usize, reply: Reply) -> Arc<AtomicUsize> 
 }
 
 async fn serve(s: UnixStream, reply: Reply) {
+    if let Reply::CloseAtOnce = reply {
+        return;
+    }
     let mut s = BufReader::new(s);
     let mut line = String::new();
     s.read_line(&mut line).await.unwrap();
@@ -72,7 +79,7 @@ async fn serve(s: UnixStream, reply: Reply) {
                 .unwrap();
             echo_server(s, usize::MAX).await;
         }
-        Reply::Close => drop(s),
+        Reply::Close | Reply::CloseAtOnce => drop(s),
         Reply::Garbage => s.get_mut().write_all(b"NO WAY\n").await.unwrap(),
         Reply::Silent => tokio::time::sleep(STEP).await,
     }
@@ -228,4 +235,21 @@ async fn listener_receives_guest_initiated_connections() {
     let (n, peer) = tokio::time::timeout(STEP, server).await.unwrap().unwrap();
     assert_eq!(n, 1 << 20);
     assert_eq!(peer, PeerAddr::HybridVsock(addr));
+}
+
+#[tokio::test]
+async fn vmm_closing_before_reading_counts_as_not_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = vmm_path(&dir);
+    let count = fake_vmm(&path, 40, Reply::Ok);
+    let opts = ConnectOptions::new().retry(
+        RetryPolicy::attempts(100).backoff(Duration::from_millis(1), Duration::from_millis(2)),
+    );
+    // Half of the 40 refusals close before reading: whether the client's write then fails
+    // (broken pipe, reset) or its read sees the close, it is "not listening yet" and retried.
+    let mut s = connect_with(&ep(&path), &opts).await.unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 41);
+    let mut first = [0u8; 5];
+    s.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"GUEST");
 }
