@@ -13,6 +13,8 @@ use windows_sys::Win32::System::LibraryLoader::{
 use crate::addr::VmId;
 
 type HcsOperation = *mut core::ffi::c_void;
+/// What `GetProcAddress` returns.
+type FarProc = unsafe extern "system" fn() -> isize;
 type CreateOperation =
     unsafe extern "system" fn(*const core::ffi::c_void, *const core::ffi::c_void) -> HcsOperation;
 type Enumerate = unsafe extern "system" fn(*const u16, HcsOperation) -> i32;
@@ -74,10 +76,10 @@ pub(crate) fn enumerate() -> io::Result<String> {
         // SAFETY: these exports have exactly these signatures (ComputeCore.h).
         let (create, enumerate, wait, close) = unsafe {
             (
-                std::mem::transmute::<_, CreateOperation>(create),
-                std::mem::transmute::<_, Enumerate>(enumerate),
-                std::mem::transmute::<_, WaitResult>(wait),
-                std::mem::transmute::<_, CloseOperation>(close),
+                std::mem::transmute::<FarProc, CreateOperation>(create),
+                std::mem::transmute::<FarProc, Enumerate>(enumerate),
+                std::mem::transmute::<FarProc, WaitResult>(wait),
+                std::mem::transmute::<FarProc, CloseOperation>(close),
             )
         };
         // SAFETY: no context and no callback: a synchronous operation.
