@@ -30,8 +30,9 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Send a keepalive ping after this much silence from the peer. Default 10 s.
     pub keepalive_interval: Duration,
-    /// Declare the peer dead when a ping stays unanswered (no frame at all) this long; every
-    /// pending call then fails. Default 20 s.
+    /// Declare the peer dead when a ping stays unanswered (no frame at all) this long, or when
+    /// it reads nothing of what this side sends for this long; every pending call then fails.
+    /// Default 20 s.
     pub keepalive_timeout: Duration,
     /// The time the peer has to complete the handshake. Default 10 s.
     pub handshake_timeout: Duration,

@@ -171,6 +171,8 @@ pub(crate) struct Shared {
     reason: OnceLock<Arc<str>>,
     peer_going_away: AtomicBool,
     going_away: AtomicBool,
+    /// Calls started either way, so that the idle timer sees short calls between its ticks.
+    calls_started: AtomicU64,
 }
 
 /// Locks a mutex, recovering from poisoning: the tables stay consistent because no code
@@ -320,6 +322,7 @@ impl Connection {
             reason: OnceLock::new(),
             peer_going_away: AtomicBool::new(false),
             going_away: AtomicBool::new(false),
+            calls_started: AtomicU64::new(0),
         });
         // What came with the peer's Hello is read first. (Copied into the FramedRead's buffer,
         // it would wait undecoded until more bytes arrived.)
@@ -449,6 +452,7 @@ impl Connection {
             }
             table.calls.insert(id, pending());
         }
+        shared.calls_started.fetch_add(1, Ordering::Relaxed);
         let guard = CallGuard {
             conn: self.clone(),
             id,
@@ -699,7 +703,10 @@ impl Shared {
     /// Closes after writing everything already queued.
     fn finish(&self, reason: &str) {
         if !self.closed.is_cancelled() {
-            let _ = self.reason.set(Arc::from(reason));
+            // Logged here: `close` logs only the reason it sets itself.
+            if self.reason.set(Arc::from(reason)).is_ok() {
+                tracing::debug!(peer = %self.peer, %reason, "connection closed");
+            }
             let _ = self.out.send(Out::Finish);
         }
     }
@@ -900,6 +907,7 @@ impl Shared {
                 )
                 .instrument(span),
         );
+        self.calls_started.fetch_add(1, Ordering::Relaxed);
         incoming.insert(
             id,
             Incoming {
@@ -1055,6 +1063,7 @@ where
     let mut last_rx = Instant::now();
     let mut ping_sent: Option<Instant> = None;
     let mut idle_since: Option<Instant> = None;
+    let mut calls_seen = 0;
     let mut pings: u64 = 0;
     let tick = idle_timeout
         .map_or(interval, |i| interval.min(i / 2))
@@ -1095,7 +1104,10 @@ where
                     _ => {}
                 }
                 if let Some(limit) = idle_timeout {
-                    if shared.is_idle() {
+                    // Idle: no call in flight now, and none started since the last tick.
+                    let started = shared.calls_started.load(Ordering::Relaxed);
+                    let quiet = std::mem::replace(&mut calls_seen, started) == started;
+                    if quiet && shared.is_idle() {
                         let since = *idle_since.get_or_insert(now);
                         if now.duration_since(since) >= limit {
                             shared.send_control(&Header::GoAway { reason: "idle timeout".into() });
@@ -1112,11 +1124,42 @@ where
     shared.close(reason);
 }
 
+/// Runs one write operation, failing if it makes no progress for `stall`: the peer is not
+/// reading. (Keepalive does not see such a peer if it keeps sending.)
+async fn progress<T>(
+    stall: Duration,
+    op: impl Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(stall, op).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the peer has not read anything for {stall:?}"),
+        ))
+    })
+}
+
+/// `write_all`, failing if the peer takes nothing for `stall`.
+async fn write_all_or_stall<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut buf: &[u8],
+    stall: Duration,
+) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let n = progress(stall, w.write(buf)).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        buf = buf.get(n..).unwrap_or_default();
+    }
+    Ok(())
+}
+
 async fn writer<W>(mut w: W, mut rx: mpsc::UnboundedReceiver<Out>, shared: Arc<Shared>)
 where
     W: AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::with_capacity(COALESCE);
+    let stall = shared.config.keepalive_timeout;
     let work = async {
         loop {
             let Some(mut next) = rx.recv().await else {
@@ -1126,9 +1169,9 @@ where
                 match next {
                     Out::Finish => {
                         if !buf.is_empty() {
-                            w.write_all(&buf).await?;
+                            write_all_or_stall(&mut w, &buf, stall).await?;
                         }
-                        w.flush().await?;
+                        progress(stall, w.flush()).await?;
                         return Ok(true);
                     }
                     Out::Frame {
@@ -1138,14 +1181,14 @@ where
                     } => {
                         if bytes.len() >= COALESCE / 4 {
                             if !buf.is_empty() {
-                                w.write_all(&buf).await?;
+                                write_all_or_stall(&mut w, &buf, stall).await?;
                                 buf.clear();
                             }
-                            w.write_all(&bytes).await?;
+                            write_all_or_stall(&mut w, &bytes, stall).await?;
                         } else {
                             buf.extend_from_slice(&bytes);
                             if buf.len() >= COALESCE {
-                                w.write_all(&buf).await?;
+                                write_all_or_stall(&mut w, &buf, stall).await?;
                                 buf.clear();
                             }
                         }
@@ -1160,10 +1203,10 @@ where
                 }
             }
             if !buf.is_empty() {
-                w.write_all(&buf).await?;
+                write_all_or_stall(&mut w, &buf, stall).await?;
                 buf.clear();
             }
-            w.flush().await?;
+            progress(stall, w.flush()).await?;
         }
     };
     tokio::select! {
