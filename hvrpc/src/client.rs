@@ -225,7 +225,7 @@ fn method_name<S: ServiceDef>(method: u32) -> &'static str {
 
 async fn prepare<S: ServiceDef>(channel: &Channel) -> Result<(Connection, u32), Error> {
     let conn = channel.connection().await?;
-    let index = conn.service_index(&S::info())?;
+    let index = conn.service_index(S::NAME, S::FINGERPRINT)?;
     Ok((conn, index))
 }
 

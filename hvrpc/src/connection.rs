@@ -395,22 +395,22 @@ impl Connection {
         self.handle.shared.close("closed by this side");
     }
 
-    /// Finds `info` among the peer's services.
-    pub(crate) fn service_index(&self, info: &ServiceInfo) -> Result<u32, Error> {
+    /// Finds the service `name` with `fingerprint` among the peer's services.
+    pub(crate) fn service_index(&self, name: &str, fingerprint: u64) -> Result<u32, Error> {
         let offered = &self.handle.shared.peer_hello.services;
-        match offered.iter().position(|s| s.name == info.name) {
-            Some(i) if offered.get(i).map(|s| s.fingerprint) == Some(info.fingerprint) => {
+        match offered.iter().position(|s| s.name == name) {
+            Some(i) if offered.get(i).map(|s| s.fingerprint) == Some(fingerprint) => {
                 u32::try_from(i).map_err(|_| Error::Protocol("too many services".into()))
             }
             Some(i) => Err(Error::Handshake(
                 mismatch(
-                    &info.name,
+                    name,
                     offered.get(i).map_or(0, |s| s.fingerprint),
-                    info.fingerprint,
+                    fingerprint,
                 )
                 .into(),
             )),
-            None => Err(Error::Handshake(not_served(&info.name, offered).into())),
+            None => Err(Error::Handshake(not_served(name, offered).into())),
         }
     }
 
