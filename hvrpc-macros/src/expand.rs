@@ -245,10 +245,26 @@ impl<'a> Generator<'a> {
         } = m;
         let index = index as u32;
         let params = args.iter().map(|(n, t)| quote!(#n: #t));
-        let refs = args.iter().map(|(n, _)| quote!(&#n));
+        // `Vec<u8>` travels as postcard bytes (the same wire form as a sequence of u8, but one
+        // copy instead of a serde call per byte).
+        let refs = args.iter().map(|(n, t)| {
+            if is_vec_u8(t) {
+                quote!(#rt::AsBytes(&#n))
+            } else {
+                quote!(&#n)
+            }
+        });
         let docs = attrs.iter().filter(|a| a.path().is_ident("doc"));
         let args_tuple = quote!((#(#refs,)*));
         match &m.output {
+            Output::Plain(t) if is_vec_u8(t) => quote! {
+                #(#docs)*
+                #vis async fn #ident(&self, #(#params),*) -> ::core::result::Result<#t, #rt::Error> {
+                    #rt::call_unary::<Self, _, #rt::ByteBuf>(&self.channel, #index, &#args_tuple, &self.options)
+                        .await
+                        .map(|b| b.0)
+                }
+            },
             Output::Plain(t) => quote! {
                 #(#docs)*
                 #vis async fn #ident(&self, #(#params),*) -> ::core::result::Result<#t, #rt::Error> {
@@ -302,7 +318,26 @@ impl<'a> Generator<'a> {
             let vars: Vec<Ident> = (0..m.args.len())
                 .map(|n| format_ident!("__a{}", n))
                 .collect();
-            let tys = m.args.iter().map(|(_, t)| t);
+            let tys = m.args.iter().map(|(_, t)| {
+                if is_vec_u8(t) {
+                    quote!(#rt::ByteBuf)
+                } else {
+                    quote!(#t)
+                }
+            });
+            let passed = m.args.iter().zip(&vars).map(|((_, t), v)| {
+                if is_vec_u8(t) {
+                    quote!(#v.0)
+                } else {
+                    quote!(#v)
+                }
+            });
+            let wrap_out = matches!(&m.output, Output::Plain(t) if is_vec_u8(t));
+            let wrap = if wrap_out {
+                quote!(#rt::BytesOut(out))
+            } else {
+                quote!(out)
+            };
             let handler = match &m.output {
                 Output::Streaming(_) => quote!(#rt::Handler::streaming),
                 _ => quote!(#rt::Handler::unary),
@@ -314,7 +349,8 @@ impl<'a> Generator<'a> {
                     )?;
                     let service = <::std::sync::Arc<S> as ::core::clone::Clone>::clone(&self.inner);
                     ::core::result::Result::Ok(#handler(async move {
-                        #trait_name::#ident(&*service, ctx, #(#vars),*).await
+                        let out = #trait_name::#ident(&*service, ctx, #(#passed),*).await;
+                        #wrap
                     }))
                 }
             }
@@ -387,6 +423,28 @@ impl<'a> Generator<'a> {
     }
 }
 
+/// Whether `ty` is `Vec<u8>` (also spelled with a path: `std::vec::Vec<u8>`).
+fn is_vec_u8(ty: &syn::Type) -> bool {
+    let syn::Type::Path(p) = ty else { return false };
+    if p.qself.is_some() {
+        return false;
+    }
+    let Some(last) = p.path.segments.last() else {
+        return false;
+    };
+    if last.ident != "Vec" {
+        return false;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return false;
+    };
+    matches!(
+        args.args.first(),
+        Some(syn::GenericArgument::Type(syn::Type::Path(t)))
+            if args.args.len() == 1 && t.qself.is_none() && t.path.is_ident("u8")
+    )
+}
+
 fn format_guid(g: u128) -> String {
     let h = format!("{g:032x}");
     format!(
@@ -397,4 +455,31 @@ fn format_guid(g: u128) -> String {
         h.get(16..20).unwrap_or_default(),
         h.get(20..32).unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_vec_u8;
+
+    #[test]
+    fn recognises_vec_u8_however_spelled() {
+        for yes in [
+            "Vec<u8>",
+            "std::vec::Vec<u8>",
+            "::std::vec::Vec<u8>",
+            "alloc::vec::Vec<u8>",
+        ] {
+            assert!(is_vec_u8(&syn::parse_str(yes).unwrap()), "{yes}");
+        }
+        for no in [
+            "Vec<u16>",
+            "Vec<u8, A>",
+            "Vec<std::primitive::u8>",
+            "u8",
+            "[u8; 4]",
+            "Vec",
+        ] {
+            assert!(!is_vec_u8(&syn::parse_str(no).unwrap()), "{no}");
+        }
+    }
 }

@@ -89,6 +89,7 @@ impl Connector {
                 endpoint: endpoint.clone(),
                 connector: self,
                 current: tokio::sync::Mutex::new(None),
+                fast: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -127,7 +128,11 @@ enum Inner {
     Dial {
         endpoint: Endpoint,
         connector: Connector,
+        /// Held while dialling, so that concurrent callers dial once.
         current: tokio::sync::Mutex<Option<Connection>>,
+        /// The usable connection, read by every call without waiting (a short
+        /// uncontended-in-practice std lock, never held across an await).
+        fast: std::sync::Mutex<Option<Connection>>,
     },
 }
 
@@ -158,13 +163,20 @@ impl Channel {
                 endpoint,
                 connector,
                 current,
+                fast,
             } => {
+                let usable =
+                    |slot: &Option<Connection>| slot.as_ref().filter(|c| c.is_usable()).cloned();
+                if let Some(conn) = usable(&fast.lock().unwrap_or_else(|p| p.into_inner())) {
+                    return Ok(conn);
+                }
                 let mut current = current.lock().await;
-                if let Some(conn) = current.as_ref().filter(|c| c.is_usable()) {
-                    return Ok(conn.clone());
+                if let Some(conn) = usable(&current) {
+                    return Ok(conn);
                 }
                 let conn = connector.dial(endpoint).await?;
                 *current = Some(conn.clone());
+                *fast.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
                 Ok(conn)
             }
         }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -160,6 +161,15 @@ pub(crate) struct Shared {
     services: Arc<Services>,
     config: Arc<Config>,
     out: mpsc::UnboundedSender<Out>,
+    /// The write half. The writer task holds it while it writes a batch; a sender that finds
+    /// nothing queued and the lock free writes its frame itself, without waking the writer.
+    wr: tokio::sync::Mutex<Pin<Box<dyn AsyncWrite + Send>>>,
+    /// Frames queued for the writer and not yet written: senders may write directly only
+    /// while this is 0, which keeps frames in order.
+    pending: AtomicUsize,
+    /// Responses of handlers that finished inline, sent together when the reader has no
+    /// further frame buffered (one write for a batch of requests).
+    replies: Mutex<Vec<(Bytes, OwnedSemaphorePermit)>>,
     budget: Arc<Semaphore>,
     control_queued: AtomicUsize,
     calls: Mutex<CallTable>,
@@ -309,6 +319,9 @@ impl Connection {
             )),
             config,
             out: tx,
+            wr: tokio::sync::Mutex::new(Box::pin(w)),
+            pending: AtomicUsize::new(0),
+            replies: Mutex::new(Vec::new()),
             control_queued: AtomicUsize::new(0),
             calls: Mutex::new(CallTable {
                 open: true,
@@ -332,7 +345,7 @@ impl Connection {
         );
         let span = tracing::debug_span!("hvrpc.connection", peer = %shared.peer);
         tokio::spawn(reader(framed, Arc::clone(&shared)).instrument(span.clone()));
-        tokio::spawn(writer(w, rx, Arc::clone(&shared)).instrument(span));
+        tokio::spawn(writer(rx, Arc::clone(&shared)).instrument(span));
         tracing::debug!(peer = %shared.peer, services = ?shared.peer_hello.services, "connected");
         Ok(Connection {
             handle: Arc::new(Handle { shared }),
@@ -445,12 +458,14 @@ impl Connection {
         let bytes = frame
             .finish(max)
             .map_err(|len| Error::FrameTooLarge { len, max })?;
+        let alone;
         {
             let mut table = lock(&shared.calls);
             if !table.open {
                 return Err(shared.lost());
             }
             table.calls.insert(id, pending());
+            alone = table.calls.len() == 1;
         }
         shared.calls_started.fetch_add(1, Ordering::Relaxed);
         let guard = CallGuard {
@@ -459,7 +474,9 @@ impl Connection {
             armed: true,
             _permit: permit,
         };
-        shared.send(bytes).await?;
+        // Alone, the request is written from here (no writer wake-up); with other calls in
+        // flight it is queued so that the writer coalesces them into one write.
+        shared.send_with(bytes, alone).await?;
         Ok(guard)
     }
 
@@ -605,21 +622,157 @@ impl Shared {
         Error::ConnectionLost(self.reason_or_default())
     }
 
+    /// Queues a frame for the writer task.
+    fn enqueue(&self, out: Out) -> Result<(), ()> {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        self.out.send(out).map_err(|_| {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        })
+    }
+
+    /// Writes `bytes` straight to the socket if nothing is queued before it and the writer is
+    /// not writing; what the socket does not take now is queued for the writer, in order.
+    /// `Err(bytes)` when it could not even start (the caller queues the frame).
+    fn try_write_direct(&self, bytes: Bytes) -> Result<(), Bytes> {
+        if self.pending.load(Ordering::SeqCst) != 0 {
+            return Err(bytes);
+        }
+        let Ok(mut w) = self.wr.try_lock() else {
+            return Err(bytes);
+        };
+        if self.pending.load(Ordering::SeqCst) != 0 {
+            return Err(bytes);
+        }
+        let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut done = 0;
+        while done < bytes.len() {
+            match w
+                .as_mut()
+                .poll_write(&mut cx, bytes.get(done..).unwrap_or_default())
+            {
+                std::task::Poll::Ready(Ok(0)) => {
+                    self.close("writing to the peer failed: write returned 0");
+                    return Ok(());
+                }
+                std::task::Poll::Ready(Ok(n)) => done += n,
+                std::task::Poll::Ready(Err(e)) => {
+                    self.close(format!("writing to the peer failed: {e}"));
+                    return Ok(());
+                }
+                std::task::Poll::Pending => break,
+            }
+        }
+        let flushed = done == bytes.len()
+            && matches!(
+                w.as_mut().poll_flush(&mut cx),
+                std::task::Poll::Ready(Ok(()))
+            );
+        if !flushed {
+            // The rest (or an empty frame, for the flush) goes to the writer, queued while
+            // the lock is held so that nothing overtakes it.
+            let _ = self.enqueue(Out::Frame {
+                bytes: bytes.slice(done..),
+                control: false,
+                _permit: None,
+            });
+        }
+        Ok(())
+    }
+
     /// Queues a frame, waiting while the send buffer is full.
     async fn send(&self, bytes: Bytes) -> Result<(), Error> {
+        self.send_with(bytes, false).await
+    }
+
+    /// Sends a frame: directly if `direct` and possible, else queued (waiting while the send
+    /// buffer is full).
+    async fn send_with(&self, bytes: Bytes, direct: bool) -> Result<(), Error> {
+        let bytes = if direct {
+            match self.try_write_direct(bytes) {
+                Ok(()) => return Ok(()),
+                Err(bytes) => bytes,
+            }
+        } else {
+            bytes
+        };
         let cost =
             u32::try_from(bytes.len().clamp(1, self.config.send_buffer.max(1))).unwrap_or(u32::MAX);
         let permit = tokio::select! {
             p = Arc::clone(&self.budget).acquire_many_owned(cost) => p.map_err(|_| self.lost())?,
             () = self.closed.cancelled() => return Err(self.lost()),
         };
-        self.out
-            .send(Out::Frame {
+        self.enqueue(Out::Frame {
+            bytes,
+            control: false,
+            _permit: Some(permit),
+        })
+        .map_err(|_| self.lost())
+    }
+
+    /// Keeps the response of an inline handler for the batch the reader sends when it has
+    /// read all it had. Without room in the send buffer (a peer that does not read), the
+    /// response waits in a task of its own, registered as a call in flight like any other:
+    /// it counts against the concurrency limit, so a flood is refused and then cut.
+    fn reply(self: &Arc<Self>, id: u64, frame: Bytes) {
+        let cost =
+            u32::try_from(frame.len().clamp(1, self.config.send_buffer.max(1))).unwrap_or(u32::MAX);
+        match Arc::clone(&self.budget).try_acquire_many_owned(cost) {
+            Ok(permit) => lock(&self.replies).push((frame, permit)),
+            Err(_) => {
+                let shared = Arc::clone(self);
+                let mut incoming = lock(&self.incoming);
+                let task = tokio::spawn(async move {
+                    let _ = shared.send(frame).await;
+                    lock(&shared.incoming).remove(&id);
+                    shared.incoming_removed();
+                });
+                incoming.insert(
+                    id,
+                    Incoming {
+                        cancel: CancellationToken::new(),
+                        abort: task.abort_handle(),
+                        credit: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Sends the responses of inline handlers gathered so far, in one write if possible.
+    fn flush_replies(&self) {
+        let replies = std::mem::take(&mut *lock(&self.replies));
+        let mut permits = replies.into_iter();
+        let Some((first, mut permit)) = permits.next() else {
+            return;
+        };
+        let bytes = if permits.len() == 0 {
+            first
+        } else {
+            let rest: Vec<(Bytes, OwnedSemaphorePermit)> = permits.collect();
+            let mut b = BytesMut::with_capacity(
+                first.len() + rest.iter().map(|(f, _)| f.len()).sum::<usize>(),
+            );
+            b.extend_from_slice(&first);
+            for (f, p) in rest {
+                b.extend_from_slice(&f);
+                permit.merge(p);
+            }
+            b.freeze()
+        };
+        if let Err(bytes) = self.try_write_direct(bytes) {
+            let _ = self.enqueue(Out::Frame {
                 bytes,
                 control: false,
                 _permit: Some(permit),
-            })
-            .map_err(|_| self.lost())
+            });
+        }
+    }
+
+    /// Wakes `shutdown` when it waits for the calls in flight; nobody else waits.
+    fn incoming_removed(&self) {
+        if self.going_away.load(Ordering::SeqCst) {
+            self.incoming_changed.notify_waiters();
+        }
     }
 
     /// Queues a small control frame without waiting. A peer that lets thousands of them pile
@@ -633,7 +786,7 @@ impl Shared {
         }
         match FrameBuf::new(header, 0).finish(usize::MAX) {
             Ok(bytes) => {
-                let _ = self.out.send(Out::Frame {
+                let _ = self.enqueue(Out::Frame {
                     bytes,
                     control: true,
                     _permit: None,
@@ -707,7 +860,7 @@ impl Shared {
             if self.reason.set(Arc::from(reason)).is_ok() {
                 tracing::debug!(peer = %self.peer, %reason, "connection closed");
             }
-            let _ = self.out.send(Out::Finish);
+            let _ = self.enqueue(Out::Finish);
         }
     }
 
@@ -715,7 +868,7 @@ impl Shared {
         if self.closed.is_cancelled() {
             return;
         }
-        self.going_away.store(true, Ordering::Release);
+        self.going_away.store(true, Ordering::SeqCst);
         self.send_control(&Header::GoAway {
             reason: "shutting down".into(),
         });
@@ -808,7 +961,7 @@ impl Shared {
                 if let Some(call) = call {
                     call.cancel.cancel();
                     call.abort.abort();
-                    self.incoming_changed.notify_waiters();
+                    self.incoming_removed();
                 }
             }
             Header::Ping(n) => self.send_control(&Header::Pong(n)),
@@ -860,34 +1013,32 @@ impl Shared {
             service: svc.name(),
             method: method_name,
         };
-        let mut incoming = lock(&self.incoming);
-        if incoming.contains_key(&id) {
-            return Err(format!("duplicate request id {id}"));
-        }
-        if incoming.len() >= self.config.max_concurrent_calls as usize {
-            drop(incoming);
-            self.send_error(
-                id,
-                ErrorCode::ResourceExhausted,
-                format!(
-                    "too many concurrent calls on this connection (limit {})",
-                    self.config.max_concurrent_calls
-                ),
-            );
-            return Ok(());
+        {
+            let incoming = lock(&self.incoming);
+            if incoming.contains_key(&id) {
+                return Err(format!("duplicate request id {id}"));
+            }
+            if incoming.len() >= self.config.max_concurrent_calls as usize {
+                drop(incoming);
+                self.send_error(
+                    id,
+                    ErrorCode::ResourceExhausted,
+                    format!(
+                        "too many concurrent calls on this connection (limit {})",
+                        self.config.max_concurrent_calls
+                    ),
+                );
+                return Ok(());
+            }
         }
         let handler = match svc.call(method, ctx, body) {
             Ok(h) => h,
             Err((code, message)) => {
-                drop(incoming);
                 self.send_error(id, code, message);
                 return Ok(());
             }
         };
-        let credit = match handler {
-            Handler::Streaming(_) => Some(Arc::new(Credit::new(window))),
-            Handler::Unary(_) => None,
-        };
+        self.calls_started.fetch_add(1, Ordering::Relaxed);
         let span = tracing::debug_span!(
             "hvrpc.serve",
             service = svc.name(),
@@ -895,6 +1046,44 @@ impl Shared {
             peer = %self.peer,
             id
         );
+        // Fast path: a unary handler that finishes without waiting is answered from this task,
+        // with no task, timer, cancellation entry or table entry of its own. (A handler that
+        // does wait is moved to its own task below, which polls it again with a real waker.)
+        let handler = match handler {
+            Handler::Unary(mut fut) => {
+                let _entered = span.enter();
+                let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+                match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+                    Ok(std::task::Poll::Ready(body)) => {
+                        let header = Header::Response {
+                            id,
+                            status: Status::Ok,
+                        };
+                        let frame = self.body_frame(id, header, body).unwrap_or_else(|e| e);
+                        self.reply(id, frame);
+                        return Ok(());
+                    }
+                    Ok(std::task::Poll::Pending) => Handler::Unary(fut),
+                    Err(p) => {
+                        let msg = panic_message(p.as_ref());
+                        tracing::warn!(id, panic = %msg, "handler panicked");
+                        let frame = self.error_frame(
+                            id,
+                            ErrorCode::Internal,
+                            format!("the handler panicked: {msg}"),
+                        );
+                        self.reply(id, frame);
+                        return Ok(());
+                    }
+                }
+            }
+            other => other,
+        };
+        let mut incoming = lock(&self.incoming);
+        let credit = match handler {
+            Handler::Streaming(_) => Some(Arc::new(Credit::new(window))),
+            Handler::Unary(_) => None,
+        };
         let task = tokio::spawn(
             Arc::clone(self)
                 .run_handler(
@@ -907,7 +1096,6 @@ impl Shared {
                 )
                 .instrument(span),
         );
-        self.calls_started.fetch_add(1, Ordering::Relaxed);
         incoming.insert(
             id,
             Incoming {
@@ -948,7 +1136,7 @@ impl Shared {
             () = cancel.cancelled() => None,
         };
         let removed = lock(&self.incoming).remove(&id).is_some();
-        self.incoming_changed.notify_waiters();
+        self.incoming_removed();
         if let (true, Some(frame)) = (removed, outcome) {
             let _ = self.send(frame).await;
         }
@@ -1082,6 +1270,9 @@ where
                         tracing::warn!(peer = %shared.peer, %violation, "protocol violation; closing");
                         break format!("protocol violation by the peer: {violation}");
                     }
+                    if !frame_buffered(frames.read_buffer()) {
+                        shared.flush_replies();
+                    }
                 }
                 Some(Err(FrameError::TooLarge { len, max })) => {
                     tracing::warn!(peer = %shared.peer, len, max, "oversized frame; closing");
@@ -1124,6 +1315,13 @@ where
     shared.close(reason);
 }
 
+/// Whether `buf` holds a whole frame (the reader's next poll returns it without reading).
+fn frame_buffered(buf: &BytesMut) -> bool {
+    buf.get(..4)
+        .and_then(|h| <[u8; 4]>::try_from(h).ok())
+        .is_some_and(|h| buf.len() >= 4 + u32::from_be_bytes(h) as usize)
+}
+
 /// Runs one write operation, failing if it makes no progress for `stall`: the peer is not
 /// reading. (Keepalive does not see such a peer if it keeps sending.)
 async fn progress<T>(
@@ -1154,10 +1352,7 @@ async fn write_all_or_stall<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn writer<W>(mut w: W, mut rx: mpsc::UnboundedReceiver<Out>, shared: Arc<Shared>)
-where
-    W: AsyncWrite + Unpin,
-{
+async fn writer(mut rx: mpsc::UnboundedReceiver<Out>, shared: Arc<Shared>) {
     let mut buf = BytesMut::with_capacity(COALESCE);
     let stall = shared.config.keepalive_timeout;
     let work = async {
@@ -1165,11 +1360,15 @@ where
             let Some(mut next) = rx.recv().await else {
                 return Ok::<bool, std::io::Error>(false);
             };
+            let mut guard = shared.wr.lock().await;
+            let w = &mut *guard;
+            let mut taken = 0usize;
             loop {
+                taken += 1;
                 match next {
                     Out::Finish => {
                         if !buf.is_empty() {
-                            write_all_or_stall(&mut w, &buf, stall).await?;
+                            write_all_or_stall(w, &buf, stall).await?;
                         }
                         progress(stall, w.flush()).await?;
                         return Ok(true);
@@ -1181,14 +1380,14 @@ where
                     } => {
                         if bytes.len() >= COALESCE / 4 {
                             if !buf.is_empty() {
-                                write_all_or_stall(&mut w, &buf, stall).await?;
+                                write_all_or_stall(w, &buf, stall).await?;
                                 buf.clear();
                             }
-                            write_all_or_stall(&mut w, &bytes, stall).await?;
+                            write_all_or_stall(w, &bytes, stall).await?;
                         } else {
                             buf.extend_from_slice(&bytes);
                             if buf.len() >= COALESCE {
-                                write_all_or_stall(&mut w, &buf, stall).await?;
+                                write_all_or_stall(w, &buf, stall).await?;
                                 buf.clear();
                             }
                         }
@@ -1203,10 +1402,13 @@ where
                 }
             }
             if !buf.is_empty() {
-                write_all_or_stall(&mut w, &buf, stall).await?;
+                write_all_or_stall(w, &buf, stall).await?;
                 buf.clear();
             }
             progress(stall, w.flush()).await?;
+            // Written: senders may write directly again once nothing else is queued.
+            shared.pending.fetch_sub(taken, Ordering::SeqCst);
+            drop(guard);
         }
     };
     tokio::select! {
@@ -1216,4 +1418,7 @@ where
         },
         () = shared.closed.cancelled() => {}
     }
+    // Release the socket's write half now (the peer sees the close once the reader is gone
+    // too), not when the last handle to the connection goes.
+    *shared.wr.lock().await = Box::pin(tokio::io::sink());
 }

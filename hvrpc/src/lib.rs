@@ -80,6 +80,7 @@ mod protocol;
 mod server;
 mod service;
 mod streaming;
+mod wire_bytes;
 
 pub use client::{CallOptions, Channel, Connector};
 pub use config::Config;
@@ -134,6 +135,7 @@ pub mod __private {
     pub use crate::error::{Error, ErrorCode};
     pub use crate::service::{Body, Client, Context, Handler, Service, ServiceDef};
     pub use crate::streaming::Streaming;
+    pub use crate::wire_bytes::{AsBytes, ByteBuf, BytesOut};
     pub use bytes::Bytes;
     pub use hvrpc_transport::{Endpoint, ServiceId};
     pub use serde;

@@ -37,6 +37,8 @@ pub trait Calc {
     async fn sleep(ms: u64);
     /// Panics.
     async fn boom() -> String;
+    /// Panics after waiting once (so the handler runs in a task of its own, not inline).
+    async fn boom_later() -> String;
     /// Counts from 0 to n-1.
     async fn count(n: u32) -> hvrpc::Streaming<u32>;
     /// Who is calling.
@@ -94,6 +96,11 @@ impl Calc for CalcImpl {
 
     async fn boom(&self, _ctx: Context) -> String {
         panic!("kaboom")
+    }
+
+    async fn boom_later(&self, _ctx: Context) -> String {
+        tokio::task::yield_now().await;
+        panic!("kaboom later")
     }
 
     async fn count(&self, _ctx: Context, n: u32) -> Streaming<u32> {
@@ -183,6 +190,18 @@ async fn handler_panic_is_an_internal_error_and_server_survives() {
         other => panic!("{other:?}"),
     }
     assert_eq!(c.add(1, 1).await.unwrap(), 2);
+    // The same for a handler that is not ready on its first poll (run in its own task).
+    match c.boom_later().await {
+        Err(Error::Remote {
+            code: ErrorCode::Internal,
+            message,
+        }) => assert!(
+            message.contains("the handler panicked: kaboom later"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.add(2, 2).await.unwrap(), 4);
 }
 
 #[tokio::test]
