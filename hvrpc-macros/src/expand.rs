@@ -245,36 +245,43 @@ impl<'a> Generator<'a> {
         } = m;
         let index = index as u32;
         let params = args.iter().map(|(n, t)| quote!(#n: #t));
-        // `Vec<u8>` travels as postcard bytes (the same wire form as a sequence of u8, but one
-        // copy instead of a serde call per byte).
-        let refs = args.iter().map(|(n, t)| {
-            if is_vec_u8(t) {
-                quote!(#rt::AsBytes(&#n))
+        // Byte strings (`Vec<u8>`, `Bytes`) travel as postcard bytes: the same wire form as a
+        // sequence of u8, but one copy instead of a serde call per byte. The last argument, if
+        // it is one, is not copied at all: it goes out as the frame's tail.
+        let tail_arg = args.last().filter(|(_, t)| is_byte_string(t));
+        let head_args = &args[..args.len() - usize::from(tail_arg.is_some())];
+        let refs = head_args.iter().map(|(n, t)| {
+            if is_byte_string(t) {
+                quote!(#rt::AsBytes(<#t as #rt::ByteString>::as_byte_slice(&#n)))
             } else {
                 quote!(&#n)
             }
         });
+        let tail = match tail_arg {
+            Some((n, t)) => quote! {
+                ::core::option::Option::Some(<#t as #rt::ByteString>::into_bytes(#n))
+            },
+            None => quote!(::core::option::Option::None),
+        };
         let docs = attrs.iter().filter(|a| a.path().is_ident("doc"));
         let args_tuple = quote!((#(#refs,)*));
         match &m.output {
-            Output::Plain(t) if is_vec_u8(t) => quote! {
+            Output::Plain(t) if is_byte_string(t) => quote! {
                 #(#docs)*
                 #vis async fn #ident(&self, #(#params),*) -> ::core::result::Result<#t, #rt::Error> {
-                    #rt::call_unary::<Self, _, #rt::ByteBuf>(&self.channel, #index, &#args_tuple, &self.options)
-                        .await
-                        .map(|b| b.0)
+                    #rt::call_unary_bytes::<Self, _, #t>(&self.channel, #index, &#args_tuple, #tail, &self.options).await
                 }
             },
             Output::Plain(t) => quote! {
                 #(#docs)*
                 #vis async fn #ident(&self, #(#params),*) -> ::core::result::Result<#t, #rt::Error> {
-                    #rt::call_unary::<Self, _, #t>(&self.channel, #index, &#args_tuple, &self.options).await
+                    #rt::call_unary::<Self, _, #t>(&self.channel, #index, &#args_tuple, #tail, &self.options).await
                 }
             },
             Output::Result { ok, err, full } => quote! {
                 #(#docs)*
                 #vis async fn #ident(&self, #(#params),*) -> ::core::result::Result<#ok, #rt::Error<#err>> {
-                    match #rt::call_unary::<Self, _, #full>(&self.channel, #index, &#args_tuple, &self.options).await {
+                    match #rt::call_unary::<Self, _, #full>(&self.channel, #index, &#args_tuple, #tail, &self.options).await {
                         ::core::result::Result::Ok(::core::result::Result::Ok(v)) => ::core::result::Result::Ok(v),
                         ::core::result::Result::Ok(::core::result::Result::Err(e)) => {
                             ::core::result::Result::Err(#rt::Error::Application(e))
@@ -288,7 +295,7 @@ impl<'a> Generator<'a> {
                 #vis async fn #ident(&self, #(#params),*)
                     -> ::core::result::Result<#rt::Streaming<#t>, #rt::Error>
                 {
-                    #rt::call_streaming::<Self, _, #t>(&self.channel, #index, &#args_tuple, &self.options).await
+                    #rt::call_streaming::<Self, _, #t>(&self.channel, #index, &#args_tuple, #tail, &self.options).await
                 }
             },
         }
@@ -318,40 +325,38 @@ impl<'a> Generator<'a> {
             let vars: Vec<Ident> = (0..m.args.len())
                 .map(|n| format_ident!("__a{}", n))
                 .collect();
+            // Byte strings are decoded as slices of the received frame, then turned into
+            // their type (`Bytes`: a view of the frame; `Vec<u8>`: one copy).
             let tys = m.args.iter().map(|(_, t)| {
-                if is_vec_u8(t) {
-                    quote!(#rt::ByteBuf)
+                if is_byte_string(t) {
+                    quote!(#rt::ByteSlice<'_>)
                 } else {
                     quote!(#t)
                 }
             });
-            let passed = m.args.iter().zip(&vars).map(|((_, t), v)| {
-                if is_vec_u8(t) {
-                    quote!(#v.0)
-                } else {
-                    quote!(#v)
-                }
-            });
-            let wrap_out = matches!(&m.output, Output::Plain(t) if is_vec_u8(t));
-            let wrap = if wrap_out {
-                quote!(#rt::BytesOut(out))
-            } else {
-                quote!(out)
-            };
+            let owned = m.args.iter().zip(&vars).filter(|((_, t), _)| is_byte_string(t)).map(
+                |((_, t), v)| quote!(let #v = <#t as #rt::ByteString>::from_frame(&args, #v.0);),
+            );
             let handler = match &m.output {
                 Output::Streaming(_) => quote!(#rt::Handler::streaming),
+                Output::Plain(t) if is_byte_string(t) => quote!(#rt::Handler::unary_bytes),
                 _ => quote!(#rt::Handler::unary),
+            };
+            let call = quote!(#trait_name::#ident(&*service, ctx, #(#vars),*).await);
+            let body = match &m.output {
+                Output::Plain(t) if is_byte_string(t) => {
+                    quote!(<#t as #rt::ByteString>::into_bytes(#call))
+                }
+                _ => call,
             };
             quote! {
                 #i => {
                     let (#(#vars,)*): (#(#tys,)*) = #rt::decode_args(
                         <Self as #rt::ServiceDef>::NAME, #name, &args,
                     )?;
+                    #(#owned)*
                     let service = <::std::sync::Arc<S> as ::core::clone::Clone>::clone(&self.inner);
-                    ::core::result::Result::Ok(#handler(async move {
-                        let out = #trait_name::#ident(&*service, ctx, #(#passed),*).await;
-                        #wrap
-                    }))
+                    ::core::result::Result::Ok(#handler(async move { #body }))
                 }
             }
         });
@@ -423,8 +428,9 @@ impl<'a> Generator<'a> {
     }
 }
 
-/// Whether `ty` is `Vec<u8>` (also spelled with a path: `std::vec::Vec<u8>`).
-fn is_vec_u8(ty: &syn::Type) -> bool {
+/// Whether `ty` is a byte string the runtime encodes in one piece: `Vec<u8>` or `Bytes`
+/// (however the path is spelled: `std::vec::Vec<u8>`, `hvrpc::Bytes`, `bytes::Bytes`).
+fn is_byte_string(ty: &syn::Type) -> bool {
     let syn::Type::Path(p) = ty else { return false };
     if p.qself.is_some() {
         return false;
@@ -432,17 +438,15 @@ fn is_vec_u8(ty: &syn::Type) -> bool {
     let Some(last) = p.path.segments.last() else {
         return false;
     };
-    if last.ident != "Vec" {
-        return false;
+    match &last.arguments {
+        syn::PathArguments::None => last.ident == "Bytes",
+        syn::PathArguments::AngleBracketed(args) if last.ident == "Vec" => matches!(
+            args.args.first(),
+            Some(syn::GenericArgument::Type(syn::Type::Path(t)))
+                if args.args.len() == 1 && t.qself.is_none() && t.path.is_ident("u8")
+        ),
+        _ => false,
     }
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-        return false;
-    };
-    matches!(
-        args.args.first(),
-        Some(syn::GenericArgument::Type(syn::Type::Path(t)))
-            if args.args.len() == 1 && t.qself.is_none() && t.path.is_ident("u8")
-    )
 }
 
 fn format_guid(g: u128) -> String {
@@ -459,17 +463,17 @@ fn format_guid(g: u128) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::is_vec_u8;
+    use super::is_byte_string;
 
     #[test]
-    fn recognises_vec_u8_however_spelled() {
+    fn recognises_byte_strings_however_spelled() {
         for yes in [
             "Vec<u8>",
             "std::vec::Vec<u8>",
             "::std::vec::Vec<u8>",
             "alloc::vec::Vec<u8>",
         ] {
-            assert!(is_vec_u8(&syn::parse_str(yes).unwrap()), "{yes}");
+            assert!(is_byte_string(&syn::parse_str(yes).unwrap()), "{yes}");
         }
         for no in [
             "Vec<u16>",
@@ -479,7 +483,7 @@ mod tests {
             "[u8; 4]",
             "Vec",
         ] {
-            assert!(!is_vec_u8(&syn::parse_str(no).unwrap()), "{no}");
+            assert!(!is_byte_string(&syn::parse_str(no).unwrap()), "{no}");
         }
     }
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hvrpc_transport::{Endpoint, PeerAddr, connect_with};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -18,6 +19,7 @@ use crate::error::Error;
 use crate::protocol::{self, ServiceInfo};
 use crate::service::{Service, ServiceDef};
 use crate::streaming::Streaming;
+use crate::wire_bytes::{ByteSlice, ByteString};
 
 /// How to dial a peer: configuration, the services this side offers on the connection (for
 /// bidirectional use), and the services it intends to call (checked at the handshake).
@@ -241,17 +243,54 @@ async fn prepare<S: ServiceDef>(channel: &Channel) -> Result<(Connection, u32), 
     Ok((conn, index))
 }
 
-/// A unary call (used by generated clients).
+/// A unary call (used by generated clients). `tail` is a byte string that ends the arguments,
+/// sent without copying.
 pub async fn call_unary<S, A, R>(
     channel: &Channel,
     method: u32,
     args: &A,
+    tail: Option<Bytes>,
     opts: &CallOptions,
 ) -> Result<R, Error>
 where
     S: ServiceDef,
     A: Serialize + ?Sized,
     R: DeserializeOwned,
+{
+    let body = unary_body::<S, A>(channel, method, args, tail, opts).await?;
+    protocol::decode_exact(&body).map_err(|e| undecodable::<S>(method, e))
+}
+
+/// A unary call whose result is a byte string, taken from the response frame without copying
+/// it where the type allows (used by generated clients).
+pub async fn call_unary_bytes<S, A, R>(
+    channel: &Channel,
+    method: u32,
+    args: &A,
+    tail: Option<Bytes>,
+    opts: &CallOptions,
+) -> Result<R, Error>
+where
+    S: ServiceDef,
+    A: Serialize + ?Sized,
+    R: ByteString,
+{
+    let body = unary_body::<S, A>(channel, method, args, tail, opts).await?;
+    let part: ByteSlice<'_> =
+        protocol::decode_exact(&body).map_err(|e| undecodable::<S>(method, e))?;
+    Ok(R::from_frame(&body, part.0))
+}
+
+async fn unary_body<S, A>(
+    channel: &Channel,
+    method: u32,
+    args: &A,
+    tail: Option<Bytes>,
+    opts: &CallOptions,
+) -> Result<Bytes, Error>
+where
+    S: ServiceDef,
+    A: Serialize + ?Sized,
 {
     let span = tracing::debug_span!(
         "hvrpc.call",
@@ -260,20 +299,20 @@ where
     );
     let (conn, service) = prepare::<S>(channel).instrument(span.clone()).await?;
     let timeout = opts.resolve(channel.default_deadline(&conn), false);
-    let body = conn
-        .call_unary(service, method, args, timeout)
+    conn.call_unary(service, method, args, tail, timeout)
         .instrument(span)
-        .await?;
-    protocol::decode_exact(&body).map_err(|e| {
-        Error::Protocol(
-            format!(
-                "cannot decode the response of {}.{}: {e}",
-                S::NAME,
-                method_name::<S>(method)
-            )
-            .into(),
+        .await
+}
+
+fn undecodable<S: ServiceDef>(method: u32, e: String) -> Error {
+    Error::Protocol(
+        format!(
+            "cannot decode the response of {}.{}: {e}",
+            S::NAME,
+            method_name::<S>(method)
         )
-    })
+        .into(),
+    )
 }
 
 /// A server-streaming call (used by generated clients).
@@ -281,6 +320,7 @@ pub async fn call_streaming<S, A, T>(
     channel: &Channel,
     method: u32,
     args: &A,
+    tail: Option<Bytes>,
     opts: &CallOptions,
 ) -> Result<Streaming<T>, Error>
 where
@@ -296,7 +336,7 @@ where
         .start_call(
             service,
             method,
-            args,
+            (args, tail),
             timeout,
             || Pending::Stream {
                 tx,

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::error::{Error, ErrorCode};
 use crate::protocol::{
-    self, FrameBuf, Header, Hello, MAGIC, PREAMBLE, PROTOCOL_VERSION, ServiceInfo, Status,
+    self, Frame, FrameBuf, Header, Hello, MAGIC, PREAMBLE, PROTOCOL_VERSION, ServiceInfo, Status,
 };
 use crate::service::{Body, Context, Handler, Service};
 
@@ -83,7 +83,7 @@ impl std::fmt::Debug for Connection {
 
 enum Out {
     Frame {
-        bytes: Bytes,
+        frame: Frame,
         control: bool,
         _permit: Option<OwnedSemaphorePermit>,
     },
@@ -169,7 +169,7 @@ pub(crate) struct Shared {
     pending: AtomicUsize,
     /// Responses of handlers that finished inline, sent together when the reader has no
     /// further frame buffered (one write for a batch of requests).
-    replies: Mutex<Vec<(Bytes, OwnedSemaphorePermit)>>,
+    replies: Mutex<Vec<(Frame, OwnedSemaphorePermit)>>,
     budget: Arc<Semaphore>,
     control_queued: AtomicUsize,
     calls: Mutex<CallTable>,
@@ -432,7 +432,7 @@ impl Connection {
         &self,
         service: u32,
         method: u32,
-        args: &A,
+        (args, tail): (&A, Option<Bytes>),
         timeout: Option<Duration>,
         pending: impl FnOnce() -> Pending,
         window: u32,
@@ -455,9 +455,11 @@ impl Connection {
             .body(args)
             .map_err(|e| Error::Encode(e.to_string().into()))?;
         let max = shared.peer_max_frame();
-        let bytes = frame
-            .finish(max)
-            .map_err(|len| Error::FrameTooLarge { len, max })?;
+        let frame = match tail {
+            None => frame.finish(max).map(Frame::from),
+            Some(tail) => frame.finish_with_tail(tail, max),
+        }
+        .map_err(|len| Error::FrameTooLarge { len, max })?;
         let alone;
         {
             let mut table = lock(&shared.calls);
@@ -476,7 +478,7 @@ impl Connection {
         };
         // Alone, the request is written from here (no writer wake-up); with other calls in
         // flight it is queued so that the writer coalesces them into one write.
-        shared.send_with(bytes, alone).await?;
+        shared.send_with(frame, alone).await?;
         Ok(guard)
     }
 
@@ -486,11 +488,19 @@ impl Connection {
         service: u32,
         method: u32,
         args: &A,
+        tail: Option<Bytes>,
         timeout: Option<Duration>,
     ) -> Result<Bytes, Error> {
         let (tx, rx) = oneshot::channel();
         let mut guard = self
-            .start_call(service, method, args, timeout, || Pending::Unary(tx), 0)
+            .start_call(
+                service,
+                method,
+                (args, tail),
+                timeout,
+                || Pending::Unary(tx),
+                0,
+            )
             .await?;
         let result = match timeout {
             Some(t) => tokio::time::timeout(t, rx)
@@ -630,31 +640,29 @@ impl Shared {
         })
     }
 
-    /// Writes `bytes` straight to the socket if nothing is queued before it and the writer is
+    /// Writes `frame` straight to the socket if nothing is queued before it and the writer is
     /// not writing; what the socket does not take now is queued for the writer, in order.
-    /// `Err(bytes)` when it could not even start (the caller queues the frame).
-    fn try_write_direct(&self, bytes: Bytes) -> Result<(), Bytes> {
+    /// `Err(frame)` when it could not even start (the caller queues the frame).
+    fn try_write_direct(&self, mut frame: Frame) -> Result<(), Frame> {
         if self.pending.load(Ordering::SeqCst) != 0 {
-            return Err(bytes);
+            return Err(frame);
         }
         let Ok(mut w) = self.wr.try_lock() else {
-            return Err(bytes);
+            return Err(frame);
         };
         if self.pending.load(Ordering::SeqCst) != 0 {
-            return Err(bytes);
+            return Err(frame);
         }
         let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
-        let mut done = 0;
-        while done < bytes.len() {
-            match w
-                .as_mut()
-                .poll_write(&mut cx, bytes.get(done..).unwrap_or_default())
-            {
+        while !frame.is_empty() {
+            let [head, tail] = frame.chunks();
+            let chunk = if head.is_empty() { tail } else { head };
+            match w.as_mut().poll_write(&mut cx, chunk) {
                 std::task::Poll::Ready(Ok(0)) => {
                     self.close("writing to the peer failed: write returned 0");
                     return Ok(());
                 }
-                std::task::Poll::Ready(Ok(n)) => done += n,
+                std::task::Poll::Ready(Ok(n)) => frame.advance(n),
                 std::task::Poll::Ready(Err(e)) => {
                     self.close(format!("writing to the peer failed: {e}"));
                     return Ok(());
@@ -662,7 +670,7 @@ impl Shared {
                 std::task::Poll::Pending => break,
             }
         }
-        let flushed = done == bytes.len()
+        let flushed = frame.is_empty()
             && matches!(
                 w.as_mut().poll_flush(&mut cx),
                 std::task::Poll::Ready(Ok(()))
@@ -671,7 +679,7 @@ impl Shared {
             // The rest (or an empty frame, for the flush) goes to the writer, queued while
             // the lock is held so that nothing overtakes it.
             let _ = self.enqueue(Out::Frame {
-                bytes: bytes.slice(done..),
+                frame,
                 control: false,
                 _permit: None,
             });
@@ -680,29 +688,33 @@ impl Shared {
     }
 
     /// Queues a frame, waiting while the send buffer is full.
-    async fn send(&self, bytes: Bytes) -> Result<(), Error> {
-        self.send_with(bytes, false).await
+    async fn send(&self, frame: Frame) -> Result<(), Error> {
+        self.send_with(frame, false).await
+    }
+
+    /// What a frame costs in the send buffer.
+    fn cost(&self, frame: &Frame) -> u32 {
+        u32::try_from(frame.len().clamp(1, self.config.send_buffer.max(1))).unwrap_or(u32::MAX)
     }
 
     /// Sends a frame: directly if `direct` and possible, else queued (waiting while the send
     /// buffer is full).
-    async fn send_with(&self, bytes: Bytes, direct: bool) -> Result<(), Error> {
-        let bytes = if direct {
-            match self.try_write_direct(bytes) {
+    async fn send_with(&self, frame: Frame, direct: bool) -> Result<(), Error> {
+        let frame = if direct {
+            match self.try_write_direct(frame) {
                 Ok(()) => return Ok(()),
-                Err(bytes) => bytes,
+                Err(frame) => frame,
             }
         } else {
-            bytes
+            frame
         };
-        let cost =
-            u32::try_from(bytes.len().clamp(1, self.config.send_buffer.max(1))).unwrap_or(u32::MAX);
+        let cost = self.cost(&frame);
         let permit = tokio::select! {
             p = Arc::clone(&self.budget).acquire_many_owned(cost) => p.map_err(|_| self.lost())?,
             () = self.closed.cancelled() => return Err(self.lost()),
         };
         self.enqueue(Out::Frame {
-            bytes,
+            frame,
             control: false,
             _permit: Some(permit),
         })
@@ -713,10 +725,8 @@ impl Shared {
     /// read all it had. Without room in the send buffer (a peer that does not read), the
     /// response waits in a task of its own, registered as a call in flight like any other:
     /// it counts against the concurrency limit, so a flood is refused and then cut.
-    fn reply(self: &Arc<Self>, id: u64, frame: Bytes) {
-        let cost =
-            u32::try_from(frame.len().clamp(1, self.config.send_buffer.max(1))).unwrap_or(u32::MAX);
-        match Arc::clone(&self.budget).try_acquire_many_owned(cost) {
+    fn reply(self: &Arc<Self>, id: u64, frame: Frame) {
+        match Arc::clone(&self.budget).try_acquire_many_owned(self.cost(&frame)) {
             Ok(permit) => lock(&self.replies).push((frame, permit)),
             Err(_) => {
                 let shared = Arc::clone(self);
@@ -738,33 +748,45 @@ impl Shared {
         }
     }
 
-    /// Sends the responses of inline handlers gathered so far, in one write if possible.
+    /// Sends the responses of inline handlers gathered so far: small ones copied together
+    /// into one write, large ones as they are.
     fn flush_replies(&self) {
         let replies = std::mem::take(&mut *lock(&self.replies));
-        let mut permits = replies.into_iter();
-        let Some((first, mut permit)) = permits.next() else {
-            return;
-        };
-        let bytes = if permits.len() == 0 {
-            first
-        } else {
-            let rest: Vec<(Bytes, OwnedSemaphorePermit)> = permits.collect();
-            let mut b = BytesMut::with_capacity(
-                first.len() + rest.iter().map(|(f, _)| f.len()).sum::<usize>(),
-            );
-            b.extend_from_slice(&first);
-            for (f, p) in rest {
-                b.extend_from_slice(&f);
-                permit.merge(p);
+        let emit = |frame: Frame, permit: OwnedSemaphorePermit| {
+            if let Err(frame) = self.try_write_direct(frame) {
+                let _ = self.enqueue(Out::Frame {
+                    frame,
+                    control: false,
+                    _permit: Some(permit),
+                });
             }
-            b.freeze()
         };
-        if let Err(bytes) = self.try_write_direct(bytes) {
-            let _ = self.enqueue(Out::Frame {
-                bytes,
-                control: false,
-                _permit: Some(permit),
-            });
+        if replies.len() == 1 {
+            for (frame, permit) in replies {
+                emit(frame, permit);
+            }
+            return;
+        }
+        let mut batch = BytesMut::new();
+        let mut batch_permit: Option<OwnedSemaphorePermit> = None;
+        for (frame, permit) in replies {
+            if frame.len() >= COALESCE / 4 {
+                if let Some(p) = batch_permit.take() {
+                    emit(batch.split().freeze().into(), p);
+                }
+                emit(frame, permit);
+                continue;
+            }
+            for chunk in frame.chunks() {
+                batch.extend_from_slice(chunk);
+            }
+            match &mut batch_permit {
+                Some(p) => p.merge(permit),
+                None => batch_permit = Some(permit),
+            }
+        }
+        if let Some(p) = batch_permit {
+            emit(batch.freeze().into(), p);
         }
     }
 
@@ -787,7 +809,7 @@ impl Shared {
         match FrameBuf::new(header, 0).finish(usize::MAX) {
             Ok(bytes) => {
                 let _ = self.enqueue(Out::Frame {
-                    bytes,
+                    frame: bytes.into(),
                     control: true,
                     _permit: None,
                 });
@@ -1142,7 +1164,7 @@ impl Shared {
         }
     }
 
-    fn error_frame(&self, id: u64, code: ErrorCode, message: String) -> Bytes {
+    fn error_frame(&self, id: u64, code: ErrorCode, message: String) -> Frame {
         FrameBuf::new(
             &Header::Response {
                 id,
@@ -1152,6 +1174,7 @@ impl Shared {
         )
         .finish(usize::MAX)
         .unwrap_or_default()
+        .into()
     }
 
     fn body_frame(
@@ -1159,7 +1182,7 @@ impl Shared {
         id: u64,
         header: Header,
         body: Result<Body, Error>,
-    ) -> Result<Bytes, Bytes> {
+    ) -> Result<Frame, Frame> {
         let max = self.peer_max_frame();
         match body {
             Ok(body) => body.into_frame(&header, max).map_err(|len| {
@@ -1175,7 +1198,7 @@ impl Shared {
     }
 
     /// Runs a handler to its final frame. Stream items are sent from here as credit allows.
-    async fn drive(&self, id: u64, handler: Handler, credit: Option<Arc<Credit>>) -> Option<Bytes> {
+    async fn drive(&self, id: u64, handler: Handler, credit: Option<Arc<Credit>>) -> Option<Frame> {
         let panicked = |p: Box<dyn std::any::Any + Send>| {
             let msg = panic_message(p.as_ref());
             tracing::warn!(id, panic = %msg, "handler panicked");
@@ -1225,7 +1248,8 @@ impl Shared {
                                     0,
                                 )
                                 .finish(usize::MAX)
-                                .unwrap_or_default(),
+                                .unwrap_or_default()
+                                .into(),
                             );
                         }
                         Err(p) => return Some(panicked(p)),
@@ -1374,21 +1398,24 @@ async fn writer(mut rx: mpsc::UnboundedReceiver<Out>, shared: Arc<Shared>) {
                         return Ok(true);
                     }
                     Out::Frame {
-                        bytes,
+                        frame,
                         control,
                         _permit,
                     } => {
-                        if bytes.len() >= COALESCE / 4 {
-                            if !buf.is_empty() {
-                                write_all_or_stall(w, &buf, stall).await?;
-                                buf.clear();
-                            }
-                            write_all_or_stall(w, &bytes, stall).await?;
-                        } else {
-                            buf.extend_from_slice(&bytes);
-                            if buf.len() >= COALESCE {
-                                write_all_or_stall(w, &buf, stall).await?;
-                                buf.clear();
+                        // Large chunks are written as they are; small ones are gathered.
+                        for chunk in [frame.head, frame.tail] {
+                            if chunk.len() >= COALESCE / 4 {
+                                if !buf.is_empty() {
+                                    write_all_or_stall(w, &buf, stall).await?;
+                                    buf.clear();
+                                }
+                                write_all_or_stall(w, &chunk, stall).await?;
+                            } else if !chunk.is_empty() {
+                                buf.extend_from_slice(&chunk);
+                                if buf.len() >= COALESCE {
+                                    write_all_or_stall(w, &buf, stall).await?;
+                                    buf.clear();
+                                }
                             }
                         }
                         if control {

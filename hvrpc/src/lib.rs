@@ -110,6 +110,12 @@ pub use streaming::{StreamClosed, StreamSender, Streaming};
 /// serde types. A method may return `T`, `Result<T, E>` (the error travels typed) or
 /// `hvrpc::Streaming<T>` (server streaming). Method order is part of the wire format.
 ///
+/// Byte strings: arguments and results declared `Vec<u8>` or [`Bytes`] are encoded in one
+/// piece (not byte by byte); declared as the *last* argument or as the result they are written
+/// without being copied into the frame, and a received [`Bytes`] is a view of the received
+/// frame. Use [`Bytes`] for bulk data. (The macro recognises these types by name: a type of
+/// your own called `Bytes` is refused with an error naming `ByteString`.)
+///
 /// # What it generates, for `trait GuestInfo`
 ///
 /// * `trait GuestInfo`: the server side. Each method gains `&self` and a [`Context`] and returns
@@ -128,14 +134,20 @@ pub use hvrpc_macros::service;
 pub use hvrpc_transport as transport;
 pub use hvrpc_transport::{Endpoint, PeerAddr, ServiceId, VmId, VsockAddr};
 
+/// Cheaply cloneable bytes (from the `bytes` crate, with serde support): the zero-copy type for
+/// byte-string arguments and results.
+pub use bytes::Bytes;
+
 /// What generated code uses. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::client::{CallOptions, Channel, Connector, call_streaming, call_unary};
+    pub use crate::client::{
+        CallOptions, Channel, Connector, call_streaming, call_unary, call_unary_bytes,
+    };
     pub use crate::error::{Error, ErrorCode};
     pub use crate::service::{Body, Client, Context, Handler, Service, ServiceDef};
     pub use crate::streaming::Streaming;
-    pub use crate::wire_bytes::{AsBytes, ByteBuf, BytesOut};
+    pub use crate::wire_bytes::{AsBytes, ByteSlice, ByteString};
     pub use bytes::Bytes;
     pub use hvrpc_transport::{Endpoint, ServiceId};
     pub use serde;
@@ -143,10 +155,10 @@ pub mod __private {
     pub use std::time::Duration;
 
     /// Decodes a request's arguments, or says why not.
-    pub fn decode_args<T: serde::de::DeserializeOwned>(
+    pub fn decode_args<'a, T: serde::Deserialize<'a>>(
         service: &str,
         method: &str,
-        bytes: &[u8],
+        bytes: &'a [u8],
     ) -> Result<T, (ErrorCode, String)> {
         crate::protocol::decode_exact(bytes).map_err(|e| {
             (

@@ -6,7 +6,7 @@
 //! postcard-encoded value. The frame length bounds the body, so the body has no length of its
 //! own.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
@@ -155,6 +155,58 @@ pub(crate) fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T,
     }
 }
 
+/// An encoded frame ready to write: `head` (length prefix, header and the start of the body)
+/// and `tail`, a byte payload at the end of the body that is written as it is, without being
+/// copied into `head` (empty for most frames).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Frame {
+    pub(crate) head: Bytes,
+    pub(crate) tail: Bytes,
+}
+
+impl Frame {
+    /// Bytes on the wire, length prefix included.
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    /// Whether nothing is left to write.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_empty() && self.tail.is_empty()
+    }
+
+    /// What is left to write: up to two slices.
+    pub(crate) fn chunks(&self) -> [&[u8]; 2] {
+        [&self.head, &self.tail]
+    }
+
+    /// Drops the first `n` bytes (written).
+    pub(crate) fn advance(&mut self, n: usize) {
+        let from_head = n.min(self.head.len());
+        self.head.advance(from_head);
+        self.tail.advance((n - from_head).min(self.tail.len()));
+    }
+}
+
+impl From<Bytes> for Frame {
+    fn from(head: Bytes) -> Self {
+        Frame {
+            head,
+            tail: Bytes::new(),
+        }
+    }
+}
+
+/// Appends the postcard encoding of a byte string's length (an unsigned varint): with the
+/// bytes after it, this is exactly how postcard encodes `&[u8]` or `Vec<u8>`.
+pub(crate) fn put_len_varint(mut n: usize, out: &mut BytesMut) {
+    while n >= 0x80 {
+        out.put_u8((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.put_u8(n as u8);
+}
+
 /// Builds one frame in a fresh buffer: length placeholder, header, body.
 pub(crate) struct FrameBuf {
     buf: BytesMut,
@@ -182,7 +234,7 @@ impl FrameBuf {
 
     /// Fills in the length prefix and returns the frame, or the payload length if it exceeds
     /// `max`.
-    pub(crate) fn finish(mut self, max: usize) -> Result<bytes::Bytes, usize> {
+    pub(crate) fn finish(mut self, max: usize) -> Result<Bytes, usize> {
         let len = self.payload_len();
         if len > max {
             return Err(len);
@@ -194,6 +246,26 @@ impl FrameBuf {
             prefix.copy_from_slice(&len32.to_be_bytes());
         }
         Ok(self.buf.freeze())
+    }
+
+    /// Ends the body with the byte string `tail` (its length here, the bytes themselves left
+    /// where they are) and returns the frame, or the payload length if it exceeds `max`.
+    pub(crate) fn finish_with_tail(mut self, tail: Bytes, max: usize) -> Result<Frame, usize> {
+        put_len_varint(tail.len(), &mut self.buf);
+        let len = self.payload_len().saturating_add(tail.len());
+        if len > max {
+            return Err(len);
+        }
+        let Ok(len32) = u32::try_from(len) else {
+            return Err(len);
+        };
+        if let Some(prefix) = self.buf.get_mut(..4) {
+            prefix.copy_from_slice(&len32.to_be_bytes());
+        }
+        Ok(Frame {
+            head: self.buf.freeze(),
+            tail,
+        })
     }
 }
 
@@ -449,5 +521,58 @@ mod tests {
                 .contains("1 unexpected bytes")
         );
         assert!(decode_exact::<String>(&[5, b'a']).is_err());
+    }
+
+    #[test]
+    fn a_tail_frame_has_the_bytes_of_the_whole_encoding() {
+        let header = Header::Request {
+            id: 9,
+            service: 0,
+            method: 2,
+            timeout_ms: None,
+            window: 0,
+        };
+        for len in [0usize, 1, 127, 128, 16_383, 16_384, 100_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let mut whole = FrameBuf::new(&header, 0);
+            whole.body(&(7u32, "x", &data)).unwrap();
+            let whole = whole.finish(usize::MAX).unwrap();
+            let mut split = FrameBuf::new(&header, 0);
+            split.body(&(7u32, "x")).unwrap();
+            let split = split
+                .finish_with_tail(Bytes::from(data.clone()), usize::MAX)
+                .unwrap();
+            assert_eq!(split.len(), whole.len(), "len {len}");
+            assert_eq!(
+                [&split.head[..], &split.tail[..]].concat(),
+                whole,
+                "len {len}"
+            );
+            // The limit counts the tail.
+            let limit = whole.len() - 4;
+            let mut again = FrameBuf::new(&header, 0);
+            again.body(&(7u32, "x")).unwrap();
+            assert_eq!(
+                again
+                    .finish_with_tail(Bytes::from(data), limit - 1)
+                    .unwrap_err(),
+                limit
+            );
+        }
+    }
+
+    #[test]
+    fn advancing_a_frame_crosses_from_head_to_tail() {
+        let mut f = Frame {
+            head: Bytes::from_static(b"abc"),
+            tail: Bytes::from_static(b"defgh"),
+        };
+        f.advance(2);
+        assert_eq!(f.chunks(), [&b"c"[..], &b"defgh"[..]]);
+        f.advance(3);
+        assert_eq!(f.chunks(), [&b""[..], &b"fgh"[..]]);
+        assert_eq!(f.len(), 3);
+        f.advance(10);
+        assert!(f.is_empty());
     }
 }

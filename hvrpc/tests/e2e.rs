@@ -31,6 +31,12 @@ pub trait Calc {
     async fn add(a: u64, b: u64) -> u64;
     /// Echoes.
     async fn echo(data: Vec<u8>) -> Vec<u8>;
+    /// Echoes, zero-copy.
+    async fn echo_bytes(data: hvrpc::Bytes) -> hvrpc::Bytes;
+    /// `a`, `sep`, `b`: byte strings before the last argument, and a `Vec<u8>` last.
+    async fn splice(a: Vec<u8>, b: hvrpc::Bytes, sep: u8, tail: Vec<u8>) -> hvrpc::Bytes;
+    /// `n` bytes of `fill`.
+    async fn blob(n: u32, fill: u8) -> hvrpc::Bytes;
     /// Divides, or fails typed.
     async fn divide(a: i64, b: i64) -> Result<i64, MathError>;
     /// Sleeps, tracking whether it was stopped.
@@ -78,6 +84,25 @@ impl Calc for CalcImpl {
 
     async fn echo(&self, _ctx: Context, data: Vec<u8>) -> Vec<u8> {
         data
+    }
+
+    async fn echo_bytes(&self, _ctx: Context, data: hvrpc::Bytes) -> hvrpc::Bytes {
+        data
+    }
+
+    async fn splice(
+        &self,
+        _ctx: Context,
+        a: Vec<u8>,
+        b: hvrpc::Bytes,
+        sep: u8,
+        tail: Vec<u8>,
+    ) -> hvrpc::Bytes {
+        [&a[..], &[sep], &b[..], &[sep], &tail[..]].concat().into()
+    }
+
+    async fn blob(&self, _ctx: Context, n: u32, fill: u8) -> hvrpc::Bytes {
+        vec![fill; n as usize].into()
     }
 
     async fn divide(&self, _ctx: Context, a: i64, b: i64) -> Result<i64, MathError> {
@@ -280,6 +305,68 @@ async fn slow_consumer_bounds_what_the_server_produces() {
         stats.produced.load(Ordering::SeqCst) <= at_drop + 1,
         "the producer kept going"
     );
+}
+
+#[tokio::test]
+async fn byte_strings_in_every_position_round_trip() {
+    let (ep, _, _dir) = unix_server(Config::server()).await;
+    let c = CalcClient::connect(&ep).await.unwrap();
+    for len in [0usize, 1, 127, 128, 16_384, 70_000, 1 << 20] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let got = c.echo_bytes(data.clone().into()).await.unwrap();
+        assert_eq!(got, data, "echo_bytes of {len}");
+        assert_eq!(c.echo(data.clone()).await.unwrap(), data, "echo of {len}");
+        let spliced = c
+            .splice(
+                data.clone(),
+                hvrpc::Bytes::from_static(b"mid"),
+                b'|',
+                vec![7; 3],
+            )
+            .await
+            .unwrap();
+        let want = [&data[..], b"|mid|", &[7, 7, 7]].concat();
+        assert_eq!(spliced, want, "splice of {len}");
+    }
+    // Many at once on one connection (interleaved tails and small frames).
+    let calls = (0..64u32).map(|i| {
+        let c = c.clone();
+        async move {
+            let data = vec![i as u8; 1000 * i as usize];
+            let (b, s) = tokio::join!(c.echo_bytes(data.clone().into()), c.add(i.into(), 1));
+            assert_eq!(b.unwrap(), data);
+            assert_eq!(s.unwrap(), u64::from(i) + 1);
+        }
+    });
+    futures_util::future::join_all(calls).await;
+}
+
+#[tokio::test]
+async fn a_result_over_the_callers_frame_limit_is_an_error() {
+    const MAX: usize = 64 * 1024;
+    let (ep, _, _dir) = unix_server(Config::server()).await;
+    let mut config = Config::default();
+    config.max_frame = MAX;
+    let channel = Connector::new()
+        .config(config)
+        .want::<CalcClient>()
+        .connect(&ep)
+        .await
+        .unwrap();
+    let c = CalcClient::new(channel);
+    assert_eq!(c.blob(1000, 3).await.unwrap(), vec![3u8; 1000]);
+    match c.blob(MAX as u32, 3).await {
+        Err(Error::Remote {
+            code: ErrorCode::Internal,
+            message,
+        }) => assert!(
+            message.contains("exceeds the caller's frame limit of 65536 bytes"),
+            "{message}"
+        ),
+        other => panic!("{:?}", other.map(|v| v.len())),
+    }
+    // Refused by the server before sending: the connection is still usable.
+    assert_eq!(c.add(1, 1).await.unwrap(), 2);
 }
 
 #[tokio::test]

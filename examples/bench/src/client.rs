@@ -125,8 +125,11 @@ pub(crate) enum Conn {
 pub(crate) enum Call {
     /// `add(a, b)`.
     Add,
-    /// `echo(payload)`.
-    Echo(Arc<Vec<u8>>),
+    /// `echo(payload)`: hvrpc passes a `Bytes` (a reference-counted clone, no copy), tarpc a
+    /// `Vec<u8>` copy of it, raw writes it from the slice.
+    Echo(hvrpc::Bytes),
+    /// The same, but hvrpc calls `echo_vec` with a `Vec<u8>` copy, like tarpc.
+    EchoVec(hvrpc::Bytes),
 }
 
 impl Conn {
@@ -184,15 +187,17 @@ impl Conn {
                     return Err(format!("add({n}, 1) returned {got}"));
                 }
             }
-            Call::Echo(data) => {
+            Call::Echo(data) | Call::EchoVec(data) => {
                 let len = match self {
                     Conn::Raw(c) => c.echo(data).await.map_err(|e| e.to_string())?,
-                    // Both RPC APIs take the argument by value: the copy is what a caller pays.
-                    Conn::Hvrpc(c) => c
-                        .echo(data.to_vec())
+                    // Both RPC APIs take the argument by value: a `Vec<u8>` copy is what a
+                    // caller pays; a `Bytes` clone costs nothing.
+                    Conn::Hvrpc(c) if matches!(call, Call::EchoVec(_)) => c
+                        .echo_vec(data.to_vec())
                         .await
                         .map_err(|e| e.to_string())?
                         .len(),
+                    Conn::Hvrpc(c) => c.echo(data.clone()).await.map_err(|e| e.to_string())?.len(),
                     Conn::Tarpc(c) => c
                         .echo(tarpc::context::current(), data.to_vec())
                         .await
@@ -216,7 +221,16 @@ impl Conn {
                 c.echo(&data).await.map_err(|e| e.to_string())?;
                 c.buf.clone()
             }
-            Conn::Hvrpc(c) => c.echo(data.clone()).await.map_err(|e| e.to_string())?,
+            Conn::Hvrpc(c) => {
+                let vec = c.echo_vec(data.clone()).await.map_err(|e| e.to_string())?;
+                if vec != data {
+                    return Err("echo_vec returned different bytes".into());
+                }
+                c.echo(data.clone().into())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .to_vec()
+            }
             Conn::Tarpc(c) => c
                 .echo(tarpc::context::current(), data.clone())
                 .await

@@ -126,6 +126,9 @@ pub(crate) struct BulkRow {
     pub(crate) mb_per_s: PerImpl<f64>,
     /// Calls measured.
     pub(crate) calls: PerImpl<usize>,
+    /// hvrpc's MB/s when the method takes and returns `Vec<u8>` instead of `Bytes`.
+    #[serde(default)]
+    pub(crate) hvrpc_vec_mb_per_s: Option<f64>,
 }
 
 /// Server memory per idle connection.

@@ -59,8 +59,10 @@ pub(crate) mod hv {
     pub(crate) trait Bench {
         /// The tiny call.
         async fn add(a: u64, b: u64) -> u64;
-        /// Sends the bytes back.
-        async fn echo(data: Vec<u8>) -> Vec<u8>;
+        /// Sends the bytes back: hvrpc's zero-copy byte type, what bulk data should use.
+        async fn echo(data: hvrpc::Bytes) -> hvrpc::Bytes;
+        /// The same with `Vec<u8>` (as tarpc's echo), measured for the bulk echo too.
+        async fn echo_vec(data: Vec<u8>) -> Vec<u8>;
     }
 
     /// The server side.
@@ -71,7 +73,11 @@ pub(crate) mod hv {
             a.wrapping_add(b)
         }
 
-        async fn echo(&self, _ctx: Context, data: Vec<u8>) -> Vec<u8> {
+        async fn echo(&self, _ctx: Context, data: hvrpc::Bytes) -> hvrpc::Bytes {
+            data
+        }
+
+        async fn echo_vec(&self, _ctx: Context, data: Vec<u8>) -> Vec<u8> {
             data
         }
     }

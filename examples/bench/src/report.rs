@@ -337,7 +337,10 @@ pub(crate) fn markdown(
         s,
         "\n## Bulk\n\n\
          Echo of {} payloads, one call in flight: payload MB (10⁶ bytes) per second; twice \
-         that crosses the socket. hvrpc and tarpc take and return a `Vec<u8>`.\n",
+         that crosses the socket. hvrpc's `echo` takes and returns `hvrpc::Bytes` (its \
+         zero-copy byte type; the caller passes a reference-counted clone); tarpc's takes and \
+         returns a `Vec<u8>` (the caller passes a copy). *hvrpc, `Vec<u8>`*: hvrpc with the \
+         same signature as tarpc's.\n",
         size_name(b.payload)
     );
     let _ = writeln!(
@@ -353,6 +356,14 @@ pub(crate) fn markdown(
         x(ratio(b.mb_per_s[hv], b.mb_per_s[raw])),
         x(ratio(b.mb_per_s[hv], b.mb_per_s[tp]))
     );
+    if let Some(v) = b.hvrpc_vec_mb_per_s {
+        let _ = writeln!(
+            s,
+            "| MB/s, hvrpc with `Vec<u8>` | | {v:.0} | | {} | {} |",
+            x(ratio(v, b.mb_per_s[raw])),
+            x(ratio(v, b.mb_per_s[tp]))
+        );
+    }
 
     let i = &r.idle;
     let _ = writeln!(

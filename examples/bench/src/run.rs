@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hvrpc::{Endpoint, VsockAddr};
@@ -180,7 +179,7 @@ pub(crate) fn run(plan: &Plan) -> Result<Results, String> {
 
     let mut calls = vec![("add".to_owned(), 0, Call::Add)];
     for &size in &plan.echo_sizes {
-        let data = Arc::new(vec![0x5a; size]);
+        let data = hvrpc::Bytes::from(vec![0x5a; size]);
         calls.push((format!("echo {}", size_name(size)), size, Call::Echo(data)));
     }
     let mut latency = Vec::new();
@@ -234,15 +233,17 @@ pub(crate) fn run(plan: &Plan) -> Result<Results, String> {
     }
 
     let bulk = {
-        let data = Arc::new(vec![0xa5; plan.bulk_size]);
+        let data = hvrpc::Bytes::from(vec![0xa5; plan.bulk_size]);
         let mut bytes = [0f64; 3];
         let mut secs = [0f64; 3];
         let mut n = [0usize; 3];
+        // hvrpc once more with `echo_vec` (a `Vec<u8>` copy in, a `Vec<u8>` out, like tarpc).
+        let (mut vec_bytes, mut vec_secs) = (0f64, 0f64);
         for r in 0..plan.rounds {
             for imp in order(r) {
                 let (ep, call, dur) = (
                     eps[imp.index()].clone(),
-                    Call::Echo(Arc::clone(&data)),
+                    Call::Echo(data.clone()),
                     plan.bulk_segment,
                 );
                 let timed = on_worker(
@@ -254,19 +255,32 @@ pub(crate) fn run(plan: &Plan) -> Result<Results, String> {
                 bytes[i] += (timed.samples.len() * plan.bulk_size) as f64;
                 secs[i] += timed.wall.as_secs_f64();
             }
+            let (ep, call, dur) = (
+                eps[Impl::Hvrpc.index()].clone(),
+                Call::EchoVec(data.clone()),
+                plan.bulk_segment,
+            );
+            let timed = on_worker(&rt, async move {
+                client::latency(Impl::Hvrpc, &ep, &call, dur).await
+            })?;
+            vec_bytes += (timed.samples.len() * plan.bulk_size) as f64;
+            vec_secs += timed.wall.as_secs_f64();
         }
         let mb_per_s = [0, 1, 2].map(|i| bytes[i] / secs[i] / 1e6);
+        let hvrpc_vec_mb_per_s = vec_bytes / vec_secs / 1e6;
         progress(format!(
-            "bulk echo {}: {:.0} / {:.0} / {:.0} MB/s",
+            "bulk echo {}: {:.0} / {:.0} / {:.0} MB/s (hvrpc with Vec<u8>: {:.0})",
             size_name(plan.bulk_size),
             mb_per_s[0],
             mb_per_s[1],
-            mb_per_s[2]
+            mb_per_s[2],
+            hvrpc_vec_mb_per_s
         ));
         BulkRow {
             payload: plan.bulk_size,
             mb_per_s,
             calls: n,
+            hvrpc_vec_mb_per_s: Some(hvrpc_vec_mb_per_s),
         }
     };
     drop(servers);
@@ -421,7 +435,7 @@ pub(crate) fn profile(
             let call = if size == 0 {
                 Call::Add
             } else {
-                Call::Echo(Arc::new(vec![0x5a; size]))
+                Call::Echo(hvrpc::Bytes::from(vec![0x5a; size]))
             };
             let mut t = on_worker(
                 &rt,
