@@ -97,7 +97,8 @@ struct CallTable {
 }
 
 pub(crate) enum Pending {
-    Unary(oneshot::Sender<Result<Bytes, Error>>),
+    /// A unary call and its deadline (enforced by the reader task, see `expire_calls`).
+    Unary(oneshot::Sender<Result<Bytes, Error>>, Option<Instant>),
     Stream {
         tx: mpsc::UnboundedSender<StreamEvent>,
         /// Items the peer may still send before this side grants more.
@@ -175,6 +176,16 @@ pub(crate) struct Shared {
     calls: Mutex<CallTable>,
     incoming: Mutex<HashMap<u64, Incoming>>,
     incoming_changed: Notify,
+    /// When the reader task next looks for unary calls past their deadline, in whole
+    /// milliseconds after `epoch` (rounded up). A call due before then wakes it through
+    /// `deadline_wake`; calls due later (the usual case: the same default deadline for every
+    /// call) cost no timer of their own.
+    deadline_check: AtomicU64,
+    /// Set (with `reader_wake` woken) when a call is due before `deadline_check`.
+    deadline_due: AtomicBool,
+    /// The reader task's waker, for `deadline_due` and for closing.
+    reader_wake: futures_util::task::AtomicWaker,
+    epoch: Instant,
     next_id: AtomicU64,
     call_slots: Arc<Semaphore>,
     closed: CancellationToken,
@@ -329,6 +340,10 @@ impl Connection {
             }),
             incoming: Mutex::new(HashMap::new()),
             incoming_changed: Notify::new(),
+            deadline_check: AtomicU64::new(u64::MAX),
+            deadline_due: AtomicBool::new(false),
+            reader_wake: futures_util::task::AtomicWaker::new(),
+            epoch: Instant::now(),
             next_id: AtomicU64::new(1),
             call_slots: Arc::new(Semaphore::new(slots)),
             closed: CancellationToken::new(),
@@ -438,10 +453,14 @@ impl Connection {
         window: u32,
     ) -> Result<CallGuard, Error> {
         let shared = &self.handle.shared;
-        let permit = Arc::clone(&shared.call_slots)
-            .acquire_owned()
-            .await
-            .map_err(|_| shared.lost())?;
+        // Without waiting when a slot is free (the usual case): no future, no waiter list.
+        let permit = match Arc::clone(&shared.call_slots).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => Arc::clone(&shared.call_slots)
+                .acquire_owned()
+                .await
+                .map_err(|_| shared.lost())?,
+        };
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let header = Header::Request {
             id,
@@ -466,7 +485,16 @@ impl Connection {
             if !table.open {
                 return Err(shared.lost());
             }
-            table.calls.insert(id, pending());
+            let pending = pending();
+            if let Pending::Unary(_, Some(deadline)) = &pending {
+                // Under the table's lock, so that a scan in progress sees the call or the
+                // reader sees the wake-up.
+                if shared.millis(*deadline) < shared.deadline_check.load(Ordering::SeqCst) {
+                    shared.deadline_due.store(true, Ordering::SeqCst);
+                    shared.reader_wake.wake();
+                }
+            }
+            table.calls.insert(id, pending);
             alone = table.calls.len() == 1;
         }
         shared.calls_started.fetch_add(1, Ordering::Relaxed);
@@ -492,23 +520,21 @@ impl Connection {
         timeout: Option<Duration>,
     ) -> Result<Bytes, Error> {
         let (tx, rx) = oneshot::channel();
+        // Far-future deadlines (beyond what `Instant` holds) are no deadline.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut guard = self
             .start_call(
                 service,
                 method,
                 (args, tail),
                 timeout,
-                || Pending::Unary(tx),
+                || Pending::Unary(tx, deadline),
                 0,
             )
             .await?;
-        let result = match timeout {
-            Some(t) => tokio::time::timeout(t, rx)
-                .await
-                .map_err(|_| Error::DeadlineExceeded)?,
-            None => rx.await,
-        };
-        // The response (or the loss of the connection) arrived: nothing to cancel.
+        // The reader answers with `DeadlineExceeded` when the deadline passes.
+        let result = rx.await;
+        // The response, the deadline or the loss of the connection: nothing left to cancel.
         guard.armed = false;
         result.unwrap_or_else(|_| Err(self.handle.shared.lost()))
     }
@@ -632,6 +658,49 @@ impl Shared {
         Error::ConnectionLost(self.reason_or_default())
     }
 
+    /// Whole milliseconds from `epoch` to `at`, rounded down.
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Fails the unary calls whose deadline has passed (and tells the peer to stop them);
+    /// returns when to look again: the next deadline, or `recheck` from now if none. Run by
+    /// the reader task.
+    fn expire_calls(&self, now: Instant, recheck: Duration) -> Instant {
+        let mut expired = Vec::new();
+        let mut next = now + recheck;
+        {
+            let mut table = lock(&self.calls);
+            let mut due = Vec::new();
+            for (&id, pending) in &table.calls {
+                match pending {
+                    Pending::Unary(_, Some(d)) if *d <= now => due.push(id),
+                    Pending::Unary(_, Some(d)) => next = next.min(*d),
+                    _ => {}
+                }
+            }
+            for id in due {
+                if let Some(pending) = table.calls.remove(&id) {
+                    expired.push((id, pending));
+                }
+            }
+            // Rounded up: a call due at or after this is seen by the scan at `next`.
+            let ms = next.saturating_duration_since(self.epoch);
+            let ms = u64::try_from(
+                ms.as_millis() + u128::from(!ms.subsec_nanos().is_multiple_of(1_000_000)),
+            )
+            .unwrap_or(u64::MAX);
+            self.deadline_check.store(ms, Ordering::SeqCst);
+        }
+        for (id, pending) in expired {
+            if let Pending::Unary(tx, _) = pending {
+                let _ = tx.send(Err(Error::DeadlineExceeded));
+            }
+            self.send_control(&Header::Cancel { id });
+        }
+        next
+    }
+
     /// Queues a frame for the writer task.
     fn enqueue(&self, out: Out) -> Result<(), ()> {
         self.pending.fetch_add(1, Ordering::SeqCst);
@@ -709,9 +778,13 @@ impl Shared {
             frame
         };
         let cost = self.cost(&frame);
-        let permit = tokio::select! {
-            p = Arc::clone(&self.budget).acquire_many_owned(cost) => p.map_err(|_| self.lost())?,
-            () = self.closed.cancelled() => return Err(self.lost()),
+        let permit = match Arc::clone(&self.budget).try_acquire_many_owned(cost) {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(self.lost()),
+            Err(tokio::sync::TryAcquireError::NoPermits) => tokio::select! {
+                p = Arc::clone(&self.budget).acquire_many_owned(cost) => p.map_err(|_| self.lost())?,
+                () = self.closed.cancelled() => return Err(self.lost()),
+            },
         };
         self.enqueue(Out::Frame {
             frame,
@@ -849,6 +922,7 @@ impl Shared {
             tracing::debug!(peer = %self.peer, %reason, "connection closed");
         }
         self.closed.cancel();
+        self.reader_wake.wake();
         self.call_slots.close();
         self.budget.close();
         let calls = {
@@ -859,7 +933,7 @@ impl Shared {
         let err = self.lost();
         for (_, pending) in calls {
             match pending {
-                Pending::Unary(tx) => {
+                Pending::Unary(tx, _) => {
                     let _ = tx.send(Err(err.clone()));
                 }
                 Pending::Stream { tx, .. } => {
@@ -945,7 +1019,7 @@ impl Shared {
                     Status::Error { code, message } => Err(Error::remote(code, message)),
                 };
                 match pending {
-                    Some(Pending::Unary(tx)) => {
+                    Some(Pending::Unary(tx, _)) => {
                         let _ = tx.send(result);
                     }
                     Some(Pending::Stream { tx, .. }) => {
@@ -967,7 +1041,7 @@ impl Shared {
                         *credit -= 1;
                         let _ = tx.send(StreamEvent::Item(body));
                     }
-                    Some(Pending::Unary(_)) => {
+                    Some(Pending::Unary(..)) => {
                         return Err(format!("stream item for unary call {id}"));
                     }
                     None => {}
@@ -1280,12 +1354,39 @@ where
     let tick = idle_timeout
         .map_or(interval, |i| interval.min(i / 2))
         .max(Duration::from_millis(10));
-    let mut ticker = tokio::time::interval_at(Instant::now() + tick, tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Deadlines of this side's unary calls: one timer for all of them (`expire_calls`),
+    // shared with the keepalive and idle ticks.
+    let recheck = shared
+        .config
+        .default_deadline
+        .unwrap_or(interval)
+        .max(Duration::from_millis(10));
+    let mut next_tick = Instant::now() + tick;
+    let mut next_deadline = shared.expire_calls(Instant::now(), recheck);
+    let timer = tokio::time::sleep_until(next_tick.min(next_deadline));
+    tokio::pin!(timer);
+    // Closing and new early deadlines wake the reader through one `AtomicWaker` (cheaper per
+    // poll than a `Notified` future, which takes a lock each time it is polled).
+    let signal = || {
+        std::future::poll_fn(|cx| {
+            shared.reader_wake.register(cx.waker());
+            if shared.closed.is_cancelled() {
+                std::task::Poll::Ready(true)
+            } else if shared.deadline_due.swap(false, Ordering::SeqCst) {
+                std::task::Poll::Ready(false)
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+    };
     let reason: String = loop {
+        // Checked before every frame too: a peer that keeps sending must not keep a closed
+        // connection's reader going.
+        if shared.closed.is_cancelled() {
+            return;
+        }
         tokio::select! {
             biased;
-            () = shared.closed.cancelled() => return,
             frame = frames.next() => match frame {
                 Some(Ok(payload)) => {
                     last_rx = Instant::now();
@@ -1305,8 +1406,24 @@ where
                 Some(Err(e)) => break format!("reading from the peer failed: {e}"),
                 None => break "the peer closed the connection".to_owned(),
             },
-            _ = ticker.tick() => {
+            closed = signal() => {
+                if closed {
+                    return;
+                }
+                next_deadline = shared.expire_calls(Instant::now(), recheck);
+                timer.as_mut().reset(next_tick.min(next_deadline));
+            }
+            () = &mut timer => {
                 let now = Instant::now();
+                if now >= next_deadline {
+                    next_deadline = shared.expire_calls(now, recheck);
+                }
+                if now < next_tick {
+                    timer.as_mut().reset(next_tick.min(next_deadline));
+                    continue;
+                }
+                next_tick = now + tick;
+                timer.as_mut().reset(next_tick.min(next_deadline));
                 match ping_sent {
                     Some(at) if now.duration_since(at) >= timeout => {
                         break format!("keepalive: the peer did not answer for {timeout:?}");

@@ -474,3 +474,111 @@ async fn large_payloads_both_ways_over_a_tiny_pipe_do_not_deadlock() {
     .expect("deadlocked");
     assert!(lens.iter().all(|&n| n == payload.len()));
 }
+
+/// An I/O stream that stops moving bytes either way once `frozen` is set: a peer that is
+/// still connected but hung (it answers nothing, not even keepalive pings, and never closes).
+struct Freezable<T> {
+    io: T,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Freezable<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Freezable<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The client enforces deadlines itself: against a server that has hung, every call ends with
+/// `DeadlineExceeded` at its own deadline — a short one while a long one is pending too, and
+/// the first call after a quiet spell.
+#[tokio::test]
+async fn deadlines_hold_against_a_hung_server() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a = Freezable {
+        io: a,
+        frozen: Arc::clone(&frozen),
+    };
+    let server = Server::new().add_service(CalcServer::new(CalcImpl::default()));
+    let (server_conn, client_conn) = tokio::join!(
+        server.serve_io(a, PeerAddr::Unix(None)),
+        Connector::new()
+            .want::<CalcClient>()
+            .connect_io(b, PeerAddr::Unix(None)),
+    );
+    let _server_conn = server_conn.unwrap();
+    let c = CalcClient::new(client_conn.unwrap());
+    assert_eq!(c.add(1, 2).await.unwrap(), 3);
+    frozen.store(true, Ordering::SeqCst);
+
+    // A call with the default deadline (30 s) stays pending ...
+    let long = tokio::spawn({
+        let c = c.clone();
+        async move { c.add(3, 4).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // ... while shorter ones fail at theirs, not at the pending call's.
+    for ms in [300u64, 100, 200] {
+        let started = std::time::Instant::now();
+        let r = timeout(
+            Duration::from_secs(10),
+            c.with_timeout(Duration::from_millis(ms)).add(5, 6),
+        )
+        .await
+        .expect("the call outlived its deadline by seconds");
+        let took = started.elapsed();
+        assert!(matches!(r, Err(Error::DeadlineExceeded)), "{r:?}");
+        assert!(
+            took >= Duration::from_millis(ms) && took < Duration::from_millis(ms + 2_000),
+            "a {ms} ms deadline ended the call after {took:?}"
+        );
+    }
+    // Several at once, in the opposite order of their deadlines.
+    let started = std::time::Instant::now();
+    let many = futures_util::future::join_all((1..=5u64).rev().map(|i| {
+        let c = c.with_timeout(Duration::from_millis(100 * i));
+        async move { (i, c.add(i, i).await, started.elapsed()) }
+    }))
+    .await;
+    for (i, r, took) in many {
+        assert!(matches!(r, Err(Error::DeadlineExceeded)), "{r:?}");
+        assert!(
+            took >= Duration::from_millis(100 * i) && took < Duration::from_millis(100 * i + 2_000),
+            "call {i}: {took:?}"
+        );
+    }
+    assert!(!long.is_finished(), "the 30 s call ended early");
+    long.abort();
+}

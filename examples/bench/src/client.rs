@@ -150,6 +150,9 @@ impl Conn {
             Impl::Hvrpc => {
                 let mut config = hvrpc::Config::default();
                 config.max_frame = MAX_FRAME;
+                if std::env::var_os("HVRPC_BENCH_NO_DEADLINE").is_some() {
+                    config.default_deadline = None;
+                }
                 let connector = hvrpc::Connector::new().config(config);
                 Conn::Hvrpc(
                     hv::BenchClient::connect_with(ep, connector)
