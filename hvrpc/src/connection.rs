@@ -358,9 +358,10 @@ impl Connection {
             std::io::Cursor::new(leftover).chain(r),
             FrameCodec::new(shared.config.max_frame),
         );
-        let span = tracing::debug_span!("hvrpc.connection", peer = %shared.peer);
-        tokio::spawn(reader(framed, Arc::clone(&shared)).instrument(span.clone()));
-        tokio::spawn(writer(rx, Arc::clone(&shared)).instrument(span));
+        // No span on these two tasks: entering one on every poll is a cost per frame. Their
+        // events name the peer themselves, and handlers run in an `hvrpc.serve` span.
+        tokio::spawn(reader(framed, Arc::clone(&shared)));
+        tokio::spawn(writer(rx, Arc::clone(&shared)));
         tracing::debug!(peer = %shared.peer, services = ?shared.peer_hello.services, "connected");
         Ok(Connection {
             handle: Arc::new(Handle { shared }),
