@@ -25,6 +25,11 @@ pub struct Config {
     pub max_concurrent_calls: u32,
     /// Servers: how many connections at once; further ones are closed on accept. Default 1024.
     pub max_connections: usize,
+    /// Servers: how many of those one VM may hold — one Hyper-V partition (VM id), one vsock
+    /// CID, or one VMM's hybrid-vsock socket — so that a single guest cannot take every slot
+    /// from the others. Unix and TCP peers have no VM identity and only count against
+    /// `max_connections`. Default 64.
+    pub max_connections_per_vm: usize,
     /// Close a connection on which no call has been in flight for this long. Default: 5
     /// minutes for servers' connections, never for clients'.
     pub idle_timeout: Option<Duration>,
@@ -58,6 +63,7 @@ impl Default for Config {
             max_frame: DEFAULT_MAX_FRAME_LEN,
             max_concurrent_calls: 256,
             max_connections: 1024,
+            max_connections_per_vm: 64,
             idle_timeout: None,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),

@@ -1,12 +1,14 @@
 //! [`Server`]: accepts connections, runs the handshake, serves its services on each, and
 //! enforces the connection limit, authorization and graceful shutdown.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hvrpc_transport::{Endpoint, Listener, PeerAddr};
+use hvrpc_transport::{Endpoint, Listener, PeerAddr, VmId};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -112,6 +114,7 @@ impl Server {
     /// [`Config::shutdown_grace`], and returns when every connection is closed.
     pub async fn serve_with_shutdown(self, listener: Listener, shutdown: impl Future<Output = ()>) {
         let slots = Arc::new(Semaphore::new(self.config.max_connections.max(1)));
+        let per_vm = PerVm::new(self.config.max_connections_per_vm.max(1));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let grace = self.config.shutdown_grace;
@@ -133,6 +136,14 @@ impl Server {
                                 %peer,
                                 limit = self.config.max_connections,
                                 "connection limit reached; connection closed"
+                            );
+                            continue;
+                        };
+                        let Some(vm_slot) = per_vm.admit(&peer) else {
+                            tracing::warn!(
+                                %peer,
+                                limit = self.config.max_connections_per_vm,
+                                "per-VM connection limit reached; connection closed"
                             );
                             continue;
                         };
@@ -159,7 +170,7 @@ impl Server {
                             if stopping {
                                 conn.shutdown(grace).await;
                             }
-                            drop(permit);
+                            drop((permit, vm_slot));
                         }.instrument(span));
                     }
                     Err(e) => {
@@ -189,5 +200,126 @@ impl Server {
             f(conn.clone());
         }
         Ok(conn)
+    }
+}
+
+/// Who a connection's VM is, for the per-VM connection limit.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum VmKey {
+    Partition(VmId),
+    Cid(u32),
+    /// One VMM's hybrid-vsock socket: one VM.
+    Vmm(PathBuf),
+}
+
+impl VmKey {
+    fn of(peer: &PeerAddr) -> Option<VmKey> {
+        match peer {
+            PeerAddr::HvSocket(a) => Some(VmKey::Partition(a.vm_id)),
+            PeerAddr::Vsock(a) => Some(VmKey::Cid(a.cid)),
+            PeerAddr::HybridVsock(a) => Some(VmKey::Vmm(a.path.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// Counts connections per VM.
+#[derive(Clone)]
+struct PerVm {
+    limit: usize,
+    open: Arc<Mutex<HashMap<VmKey, usize>>>,
+}
+
+/// One admitted connection's place in its VM's count; given back on drop.
+struct VmSlot {
+    key: Option<VmKey>,
+    open: Arc<Mutex<HashMap<VmKey, usize>>>,
+}
+
+impl PerVm {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for a connection from `peer`, or `None` if its VM holds `limit` already.
+    /// Peers without a VM identity (Unix, TCP) always get one.
+    fn admit(&self, peer: &PeerAddr) -> Option<VmSlot> {
+        let key = VmKey::of(peer);
+        if let Some(k) = &key {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let n = open.entry(k.clone()).or_insert(0);
+            if *n >= self.limit {
+                return None;
+            }
+            *n += 1;
+        }
+        Some(VmSlot {
+            key,
+            open: Arc::clone(&self.open),
+        })
+    }
+}
+
+impl Drop for VmSlot {
+    fn drop(&mut self) {
+        if let Some(k) = &self.key {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = open.get_mut(k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(k);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hvrpc_transport::{HvSocketAddr, HybridVsockAddr, ServiceId, VsockAddr};
+
+    #[test]
+    fn the_per_vm_limit_counts_each_vm_apart() {
+        let per_vm = PerVm::new(2);
+        let vm = |n: u8| {
+            PeerAddr::HvSocket(HvSocketAddr::new(
+                VmId::from_u128(u128::from(n)),
+                ServiceId::from_vsock_port(1),
+            ))
+        };
+        let a1 = per_vm.admit(&vm(1)).expect("first of VM 1");
+        let a2 = per_vm.admit(&vm(1)).expect("second of VM 1");
+        assert!(per_vm.admit(&vm(1)).is_none(), "third of VM 1");
+        // Another VM, a vsock CID, a VMM socket: counted apart.
+        let _b = per_vm.admit(&vm(2)).expect("VM 2");
+        let cid = |port| PeerAddr::Vsock(VsockAddr::new(7, port));
+        let _c1 = per_vm.admit(&cid(1000)).expect("CID 7");
+        let _c2 = per_vm.admit(&cid(1001)).expect("CID 7 again, another port");
+        assert!(per_vm.admit(&cid(1002)).is_none(), "CID 7 a third time");
+        let vmm = PeerAddr::HybridVsock(HybridVsockAddr::new("/run/vm1.vsock", 5));
+        let _d = per_vm.admit(&vmm).expect("VMM socket");
+        // No VM identity: not limited here.
+        let unix: Vec<_> = (0..10)
+            .map(|_| per_vm.admit(&PeerAddr::Unix(None)).expect("unix"))
+            .collect();
+        assert_eq!(unix.len(), 10);
+        // A slot comes back when its connection ends.
+        drop(a1);
+        let _a3 = per_vm.admit(&vm(1)).expect("VM 1 after one left");
+        assert!(per_vm.admit(&vm(1)).is_none());
+        drop(a2);
+        drop(_a3);
+        assert!(
+            !per_vm
+                .open
+                .lock()
+                .unwrap()
+                .contains_key(&VmKey::Partition(VmId::from_u128(1))),
+            "no entry left behind for a VM with no connection"
+        );
     }
 }

@@ -882,6 +882,61 @@ async fn connection_flood_beyond_the_limit_leaves_admitted_clients_served() {
     bystander.finish("connection flood").await;
 }
 
+/// One VM opening connection after connection gets `max_connections_per_vm` of them; the rest
+/// are closed on accept with a logged reason, and a slot comes back when one of its
+/// connections ends. (The VM here is a VMM's hybrid-vsock socket, which a Unix client can play;
+/// the count per Hyper-V partition and per CID is unit-tested in `server.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_vm_cannot_take_every_connection() {
+    let _serial = serial().await;
+    const PER_VM: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let vmm = dir.path().join("vm.vsock");
+    let addr = hvrpc::transport::HybridVsockAddr::new(&vmm, 77);
+    let listener = hvrpc::transport::Listener::bind(&Endpoint::HybridVsock(addr))
+        .await
+        .unwrap();
+    let mut config = Config::server();
+    config.max_connections_per_vm = PER_VM;
+    let server = Server::new()
+        .config(config)
+        .add_service(TargetServer::new(Imp::default()));
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve_with_shutdown(listener, async {
+        let _ = stopped.await;
+    }));
+    // What the VMM does for each connection the guest makes to port 77.
+    let ep = Endpoint::Unix(dir.path().join("vm.vsock_77"));
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for _ in 0..PER_VM + 4 {
+        match TargetClient::connect(&ep).await {
+            Ok(c) => admitted.push(c),
+            Err(hvrpc::Error::Handshake(_) | hvrpc::Error::ConnectionLost(_)) => refused += 1,
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    assert_eq!((admitted.len(), refused), (PER_VM, 4));
+    wait_logged(&["per-VM connection limit reached", "limit=3"], 4).await;
+    for c in &admitted {
+        assert_eq!(c.echo("still".into()).await.unwrap(), "still");
+    }
+    // One leaves: the VM may connect once more.
+    drop(admitted.pop());
+    let start = Instant::now();
+    let again = loop {
+        if let Ok(c) = TargetClient::connect(&ep).await {
+            break c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the slot did not come back"
+        );
+        sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(again.echo("back".into()).await.unwrap(), "back");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Malformed input.
 
