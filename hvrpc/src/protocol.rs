@@ -235,33 +235,29 @@ impl FrameBuf {
     /// Fills in the length prefix and returns the frame, or the payload length if it exceeds
     /// `max`.
     pub(crate) fn finish(mut self, max: usize) -> Result<Bytes, usize> {
-        let len = self.payload_len();
+        self.set_len(0, max)?;
+        Ok(self.buf.freeze())
+    }
+
+    /// Fills in the length prefix for a payload of what is buffered plus `more` bytes, or
+    /// returns that length if it exceeds `max`.
+    fn set_len(&mut self, more: usize, max: usize) -> Result<(), usize> {
+        let len = self.payload_len().saturating_add(more);
         if len > max {
             return Err(len);
         }
-        let Ok(len32) = u32::try_from(len) else {
-            return Err(len);
-        };
+        let len32 = u32::try_from(len).map_err(|_| len)?;
         if let Some(prefix) = self.buf.get_mut(..4) {
             prefix.copy_from_slice(&len32.to_be_bytes());
         }
-        Ok(self.buf.freeze())
+        Ok(())
     }
 
     /// Ends the body with the byte string `tail` (its length here, the bytes themselves left
     /// where they are) and returns the frame, or the payload length if it exceeds `max`.
     pub(crate) fn finish_with_tail(mut self, tail: Bytes, max: usize) -> Result<Frame, usize> {
         put_len_varint(tail.len(), &mut self.buf);
-        let len = self.payload_len().saturating_add(tail.len());
-        if len > max {
-            return Err(len);
-        }
-        let Ok(len32) = u32::try_from(len) else {
-            return Err(len);
-        };
-        if let Some(prefix) = self.buf.get_mut(..4) {
-            prefix.copy_from_slice(&len32.to_be_bytes());
-        }
+        self.set_len(tail.len(), max)?;
         Ok(Frame {
             head: self.buf.freeze(),
             tail,

@@ -204,28 +204,17 @@ async fn thousand_concurrent_calls_on_one_connection() {
 async fn handler_panic_is_an_internal_error_and_server_survives() {
     let (ep, _, _dir) = unix_server(Config::server()).await;
     let c = CalcClient::connect(&ep).await.unwrap();
-    match c.boom().await {
+    let internal = |r: Result<String, Error>, what: &str| match r {
         Err(Error::Remote {
             code: ErrorCode::Internal,
             message,
-        }) => assert!(
-            message.contains("the handler panicked: kaboom"),
-            "{message}"
-        ),
+        }) => assert!(message.contains(what), "{message}"),
         other => panic!("{other:?}"),
-    }
+    };
+    internal(c.boom().await, "the handler panicked: kaboom");
     assert_eq!(c.add(1, 1).await.unwrap(), 2);
     // The same for a handler that is not ready on its first poll (run in its own task).
-    match c.boom_later().await {
-        Err(Error::Remote {
-            code: ErrorCode::Internal,
-            message,
-        }) => assert!(
-            message.contains("the handler panicked: kaboom later"),
-            "{message}"
-        ),
-        other => panic!("{other:?}"),
-    }
+    internal(c.boom_later().await, "the handler panicked: kaboom later");
     assert_eq!(c.add(2, 2).await.unwrap(), 4);
 }
 
@@ -406,18 +395,25 @@ async fn frame_limit_minus_one_limit_plus_one() {
     assert_eq!(c.add(1, 1).await.unwrap(), 2);
 }
 
+/// A Calc server on `server_io` and a client of it on `client_io` (the two ends of a pipe).
+async fn over(
+    server_io: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    client_io: tokio::io::DuplexStream,
+) -> (hvrpc::Connection, CalcClient) {
+    let server = Server::new().add_service(CalcServer::new(CalcImpl::default()));
+    let (server_conn, client_conn) = tokio::join!(
+        server.serve_io(server_io, PeerAddr::Unix(None)),
+        Connector::new()
+            .want::<CalcClient>()
+            .connect_io(client_io, PeerAddr::Unix(None)),
+    );
+    (server_conn.unwrap(), CalcClient::new(client_conn.unwrap()))
+}
+
 #[tokio::test]
 async fn peer_dies_mid_call_every_pending_call_errors() {
     let (a, b) = tokio::io::duplex(64 * 1024);
-    let server = Server::new().add_service(CalcServer::new(CalcImpl::default()));
-    let (server_conn, client_conn) = tokio::join!(
-        server.serve_io(a, PeerAddr::Unix(None)),
-        Connector::new()
-            .want::<CalcClient>()
-            .connect_io(b, PeerAddr::Unix(None)),
-    );
-    let server_conn = server_conn.unwrap();
-    let c = CalcClient::new(client_conn.unwrap());
+    let (server_conn, c) = over(a, b).await;
     let calls: Vec<_> = (0..10)
         .map(|_| {
             let c = c.clone();
@@ -531,15 +527,7 @@ async fn deadlines_hold_against_a_hung_server() {
         io: a,
         frozen: Arc::clone(&frozen),
     };
-    let server = Server::new().add_service(CalcServer::new(CalcImpl::default()));
-    let (server_conn, client_conn) = tokio::join!(
-        server.serve_io(a, PeerAddr::Unix(None)),
-        Connector::new()
-            .want::<CalcClient>()
-            .connect_io(b, PeerAddr::Unix(None)),
-    );
-    let _server_conn = server_conn.unwrap();
-    let c = CalcClient::new(client_conn.unwrap());
+    let (_server_conn, c) = over(a, b).await;
     assert_eq!(c.add(1, 2).await.unwrap(), 3);
     frozen.store(true, Ordering::SeqCst);
 

@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::wire::*;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -289,86 +291,6 @@ impl Bystander {
 // ---------------------------------------------------------------------------------------------
 // A peer that writes protocol bytes by hand (docs/PROTOCOL.md).
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn framed(payload: &[u8]) -> Vec<u8> {
-    let mut f = (payload.len() as u32).to_be_bytes().to_vec();
-    f.extend_from_slice(payload);
-    f
-}
-
-/// Preamble + Hello { features 0, max_frame 1 MiB, 16 calls, no services, wants nothing }.
-fn opening() -> Vec<u8> {
-    let mut hello = vec![0u8, 0];
-    varint(1 << 20, &mut hello);
-    varint(16, &mut hello);
-    hello.extend_from_slice(&[0, 0, 0]);
-    let mut out = b"HVRPC\x01\0\0".to_vec();
-    out.extend(framed(&hello));
-    out
-}
-
-/// A Request frame for method `method` of service 0, no deadline, unary.
-fn request(id: u64, method: u64, args: &[u8]) -> Vec<u8> {
-    let mut p = vec![1u8];
-    varint(id, &mut p);
-    varint(0, &mut p);
-    varint(method, &mut p);
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(args);
-    framed(&p)
-}
-
-fn varint_arg(v: u64) -> Vec<u8> {
-    let mut b = Vec::new();
-    varint(v, &mut b);
-    b
-}
-
-fn string_arg(s: &str) -> Vec<u8> {
-    let mut b = varint_arg(s.len() as u64);
-    b.extend_from_slice(s.as_bytes());
-    b
-}
-
-/// A frame of `kind` whose header is one varint (`id`) and maybe a second.
-fn id_frame(kind: u8, id: u64, second: Option<u64>) -> Vec<u8> {
-    let mut p = vec![kind];
-    varint(id, &mut p);
-    if let Some(n) = second {
-        varint(n, &mut p);
-    }
-    framed(&p)
-}
-
-fn read_varint(p: &[u8], at: &mut usize) -> u64 {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = p[*at];
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    v
-}
-
-/// Reads one frame payload; `None` at EOF or on an error.
-async fn frame<S: AsyncRead + Unpin>(io: &mut S) -> Option<Vec<u8>> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await.ok()?;
-    let mut p = vec![0u8; u32::from_be_bytes(len) as usize];
-    io.read_exact(&mut p).await.ok()?;
-    Some(p)
-}
-
 /// Connects, sends the opening, and reads the server's preamble and Hello.
 async fn raw(ep: &Endpoint) -> hvrpc::transport::Stream {
     let mut io = hvrpc::transport::connect(ep).await.unwrap();
@@ -376,7 +298,7 @@ async fn raw(ep: &Endpoint) -> hvrpc::transport::Stream {
     let mut preamble = [0u8; 8];
     io.read_exact(&mut preamble).await.unwrap();
     assert_eq!(&preamble, b"HVRPC\x01\0\0");
-    assert_eq!(frame(&mut io).await.unwrap()[0], 0, "no Hello");
+    assert_eq!(read_frame(&mut io).await.unwrap()[0], 0, "no Hello");
     io
 }
 
@@ -384,7 +306,7 @@ async fn raw(ep: &Endpoint) -> hvrpc::transport::Stream {
 async fn until_closed<S: AsyncRead + Unpin>(io: &mut S, limit: Duration) -> Vec<u8> {
     timeout(limit, async {
         let mut kinds = Vec::new();
-        while let Some(p) = frame(io).await {
+        while let Some(p) = read_frame(io).await {
             kinds.push(p[0]);
         }
         kinds
@@ -638,7 +560,7 @@ fn not_reading_config() -> Config {
 async fn request_without_reading<W: AsyncWrite + Unpin>(w: &mut W, n: u64) -> u64 {
     let mut batch = Vec::new();
     for id in 1..=n {
-        batch.extend(request(id, 1, &varint_arg(64 * 1024)));
+        batch.extend(request(id, 0, 1, &varint_arg(64 * 1024)));
         if batch.len() > 4096 || id == n {
             if w.write_all(&batch).await.is_err() {
                 return id;
@@ -776,7 +698,7 @@ async fn request_flood_beyond_the_concurrency_limit_gets_one_answer_each() {
     let writer = tokio::spawn(async move {
         let mut batch = Vec::new();
         for id in 1..=CALLS {
-            batch.extend(request(id, 2, &varint_arg(50)));
+            batch.extend(request(id, 0, 2, &varint_arg(50)));
             if batch.len() > 8192 || id == CALLS {
                 w.write_all(&batch).await.unwrap();
                 batch.clear();
@@ -789,7 +711,7 @@ async fn request_flood_beyond_the_concurrency_limit_gets_one_answer_each() {
     let (mut ok, mut refused) = (0u64, 0u64);
     timeout(Duration::from_secs(60), async {
         while (seen.len() as u64) < CALLS {
-            let p = frame(&mut r)
+            let p = read_frame(&mut r)
                 .await
                 .expect("the server closed the connection");
             if p[0] != 2 {
@@ -952,9 +874,9 @@ async fn garbage_truncation_and_mutations_from_many_peers() {
     let heap = Heap::mark();
     let mut rng = fastrand::Rng::with_seed(0x4856_5250_4301);
     let mut valid = Vec::new();
-    valid.extend(request(1, 0, &string_arg("a string")));
-    valid.extend(request(2, 1, &varint_arg(100)));
-    valid.extend(request(3, 2, &varint_arg(1)));
+    valid.extend(request(1, 0, 0, &string_arg("a string")));
+    valid.extend(request(2, 0, 1, &varint_arg(100)));
+    valid.extend(request(3, 0, 2, &varint_arg(1)));
     valid.extend(id_frame(4, 3, Some(5)));
     valid.extend(id_frame(5, 2, None));
     valid.extend(id_frame(6, 9, None));
@@ -1038,15 +960,15 @@ async fn id_confusion_is_ignored_and_the_connection_keeps_working() {
     confusion.extend(id_frame(5, 1234, None));
     confusion.extend(id_frame(7, 3, None));
     // Credit for a unary call in flight, twice the maximum.
-    confusion.extend(request(1, 2, &varint_arg(300)));
+    confusion.extend(request(1, 0, 2, &varint_arg(300)));
     confusion.extend(id_frame(4, 1, Some(u64::from(u32::MAX))));
     confusion.extend(id_frame(4, 1, Some(u64::from(u32::MAX))));
-    confusion.extend(request(2, 0, &string_arg("after")));
+    confusion.extend(request(2, 0, 0, &string_arg("after")));
     io.write_all(&confusion).await.unwrap();
     let mut answered = Vec::new();
     timeout(Duration::from_secs(10), async {
         while answered.len() < 2 {
-            let p = frame(&mut io).await.expect("closed");
+            let p = read_frame(&mut io).await.expect("closed");
             if p[0] == 2 {
                 let mut at = 1;
                 answered.push((read_varint(&p, &mut at), p[at]));
@@ -1069,13 +991,13 @@ async fn request_in_the_same_write_as_the_hello_is_answered_at_once() {
     let s = serve(config).await;
     let mut io = hvrpc::transport::connect(&s.ep).await.unwrap();
     let mut bytes = opening();
-    bytes.extend(request(1, 0, &string_arg("pipelined")));
+    bytes.extend(request(1, 0, 0, &string_arg("pipelined")));
     io.write_all(&bytes).await.unwrap();
     let mut preamble = [0u8; 8];
     io.read_exact(&mut preamble).await.unwrap();
     let answer = timeout(Duration::from_secs(10), async {
         loop {
-            let p = frame(&mut io).await.expect("closed");
+            let p = read_frame(&mut io).await.expect("closed");
             if p[0] == 2 {
                 return p;
             }
@@ -1132,7 +1054,7 @@ async fn rejected_peers_learn_nothing_and_handlers_see_the_admitted_identity() {
     let stranger_addr = stranger.local_addr().unwrap();
     let mut io = stranger.connect(server_addr).await.unwrap();
     let _ = io.write_all(&opening()).await;
-    let _ = io.write_all(&request(1, 3, &[])).await;
+    let _ = io.write_all(&request(1, 0, 3, &[])).await;
     let mut got = Vec::new();
     let _ = timeout(Duration::from_secs(10), io.read_to_end(&mut got))
         .await

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::wire::*;
+
 use std::time::Duration;
 
 use hvrpc::{Config, Context, Endpoint, Server};
@@ -29,62 +31,6 @@ impl Echo for Imp {
     }
 }
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn framed(payload: &[u8]) -> Vec<u8> {
-    let mut f = (payload.len() as u32).to_be_bytes().to_vec();
-    f.extend_from_slice(payload);
-    f
-}
-
-/// Preamble + Hello { features 0, max_frame 1 MiB, 16 calls, no services, wants nothing }.
-fn handshake() -> Vec<u8> {
-    let mut hello = vec![0u8, 0];
-    varint(1 << 20, &mut hello);
-    varint(16, &mut hello);
-    hello.extend_from_slice(&[0, 0, 0]);
-    let mut out = b"HVRPC\x01\0\0".to_vec();
-    out.extend(framed(&hello));
-    out
-}
-
-fn request(id: u64, service: u64, method: u64, body: &[u8]) -> Vec<u8> {
-    let mut p = vec![1u8];
-    varint(id, &mut p);
-    varint(service, &mut p);
-    varint(method, &mut p);
-    p.push(0); // no deadline
-    p.push(0); // window 0: unary
-    p.extend_from_slice(body);
-    framed(&p)
-}
-
-fn string_arg(s: &str) -> Vec<u8> {
-    let mut b = Vec::new();
-    varint(s.len() as u64, &mut b);
-    b.extend_from_slice(s.as_bytes());
-    b
-}
-
-fn read_varint(p: &[u8], at: &mut usize) -> u64 {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = p[*at];
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    v
-}
-
 #[derive(Debug, PartialEq)]
 enum Reply {
     Ok { id: u64, body: Vec<u8> },
@@ -99,7 +45,7 @@ struct Raw<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
     async fn start(mut io: S) -> Self {
-        io.write_all(&handshake()).await.unwrap();
+        io.write_all(&opening()).await.unwrap();
         let mut preamble = [0u8; 8];
         io.read_exact(&mut preamble).await.unwrap();
         assert_eq!(&preamble, b"HVRPC\x01\0\0");

@@ -6,6 +6,8 @@
 //! development machine's own vsock device is not ours to use.
 #![allow(dead_code, reason = "each test binary uses part of this")]
 
+pub(crate) mod wire;
+
 use hvrpc::transport::Listener;
 use hvrpc::{Endpoint, VsockAddr};
 
