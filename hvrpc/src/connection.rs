@@ -3,6 +3,7 @@
 //! being handled here. Either side may call the other.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -91,9 +92,29 @@ enum Out {
     Finish,
 }
 
+/// Fibonacci hashing of a `u64` call id (for `CallTable`, whose ids this side assigns).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 struct CallTable {
     open: bool,
-    calls: HashMap<u64, Pending>,
+    /// Keyed by ids this side chose (sequential), so a plain multiplicative hash spreads them
+    /// and a peer cannot pick colliding ones: it only looks ids up.
+    calls: HashMap<u64, Pending, BuildHasherDefault<IdHasher>>,
 }
 
 pub(crate) enum Pending {
@@ -181,6 +202,9 @@ pub(crate) struct Shared {
     /// `deadline_wake`; calls due later (the usual case: the same default deadline for every
     /// call) cost no timer of their own.
     deadline_check: AtomicU64,
+    /// Set when `closed` is cancelled: the same fact, but checking it takes no lock
+    /// (`CancellationToken::is_cancelled` does), and it is checked on every call and frame.
+    is_closed: AtomicBool,
     /// Set (with `reader_wake` woken) when a call is due before `deadline_check`.
     deadline_due: AtomicBool,
     /// The reader task's waker, for `deadline_due` and for closing.
@@ -336,11 +360,12 @@ impl Connection {
             control_queued: AtomicUsize::new(0),
             calls: Mutex::new(CallTable {
                 open: true,
-                calls: HashMap::new(),
+                calls: HashMap::default(),
             }),
             incoming: Mutex::new(HashMap::new()),
             incoming_changed: Notify::new(),
             deadline_check: AtomicU64::new(u64::MAX),
+            is_closed: AtomicBool::new(false),
             deadline_due: AtomicBool::new(false),
             reader_wake: futures_util::task::AtomicWaker::new(),
             epoch: Instant::now(),
@@ -389,7 +414,7 @@ impl Connection {
 
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
-        self.handle.shared.closed.is_cancelled()
+        self.handle.shared.is_closed.load(Ordering::SeqCst)
     }
 
     /// Whether new calls may be started: open, and the peer has not announced a shutdown.
@@ -628,7 +653,7 @@ impl Drop for CallGuard {
         if self.armed {
             let shared = &self.conn.handle.shared;
             let removed = lock(&shared.calls).calls.remove(&self.id).is_some();
-            if removed && !shared.closed.is_cancelled() {
+            if removed && !shared.is_closed.load(Ordering::SeqCst) {
                 shared.send_control(&Header::Cancel { id: self.id });
             }
         }
@@ -725,9 +750,18 @@ impl Shared {
         }
         let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
         while !frame.is_empty() {
-            let [head, tail] = frame.chunks();
-            let chunk = if head.is_empty() { tail } else { head };
-            match w.as_mut().poll_write(&mut cx, chunk) {
+            let polled = match frame.chunks() {
+                [head, tail] if !head.is_empty() && !tail.is_empty() => {
+                    w.as_mut().poll_write_vectored(
+                        &mut cx,
+                        &[std::io::IoSlice::new(head), std::io::IoSlice::new(tail)],
+                    )
+                }
+                [head, tail] => w
+                    .as_mut()
+                    .poll_write(&mut cx, if head.is_empty() { tail } else { head }),
+            };
+            match polled {
                 std::task::Poll::Ready(Ok(0)) => {
                     self.close("writing to the peer failed: write returned 0");
                     return Ok(());
@@ -922,6 +956,7 @@ impl Shared {
         if self.reason.set(Arc::clone(&reason)).is_ok() {
             tracing::debug!(peer = %self.peer, %reason, "connection closed");
         }
+        self.is_closed.store(true, Ordering::SeqCst);
         self.closed.cancel();
         self.reader_wake.wake();
         self.call_slots.close();
@@ -952,7 +987,7 @@ impl Shared {
 
     /// Closes after writing everything already queued.
     fn finish(&self, reason: &str) {
-        if !self.closed.is_cancelled() {
+        if !self.is_closed.load(Ordering::SeqCst) {
             // Logged here: `close` logs only the reason it sets itself.
             if self.reason.set(Arc::from(reason)).is_ok() {
                 tracing::debug!(peer = %self.peer, %reason, "connection closed");
@@ -962,7 +997,7 @@ impl Shared {
     }
 
     async fn shutdown(&self, grace: Duration) {
-        if self.closed.is_cancelled() {
+        if self.is_closed.load(Ordering::SeqCst) {
             return;
         }
         self.going_away.store(true, Ordering::SeqCst);
@@ -972,7 +1007,7 @@ impl Shared {
         let deadline = Instant::now() + grace;
         loop {
             let changed = self.incoming_changed.notified();
-            if lock(&self.incoming).is_empty() || self.closed.is_cancelled() {
+            if lock(&self.incoming).is_empty() || self.is_closed.load(Ordering::SeqCst) {
                 break;
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
@@ -1371,7 +1406,7 @@ where
     let signal = || {
         std::future::poll_fn(|cx| {
             shared.reader_wake.register(cx.waker());
-            if shared.closed.is_cancelled() {
+            if shared.is_closed.load(Ordering::SeqCst) {
                 std::task::Poll::Ready(true)
             } else if shared.deadline_due.swap(false, Ordering::SeqCst) {
                 std::task::Poll::Ready(false)
@@ -1383,7 +1418,7 @@ where
     let reason: String = loop {
         // Checked before every frame too: a peer that keeps sending must not keep a closed
         // connection's reader going.
-        if shared.closed.is_cancelled() {
+        if shared.is_closed.load(Ordering::SeqCst) {
             return;
         }
         tokio::select! {
@@ -1494,6 +1529,26 @@ async fn write_all_or_stall<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Writes `a` then `b`, vectored, failing if the peer takes nothing for `stall`.
+async fn write_both_or_stall<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut a: &[u8],
+    mut b: &[u8],
+    stall: Duration,
+) -> std::io::Result<()> {
+    while !a.is_empty() {
+        let bufs = [std::io::IoSlice::new(a), std::io::IoSlice::new(b)];
+        let n = progress(stall, w.write_vectored(&bufs)).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = a.get(from_a..).unwrap_or_default();
+        b = b.get(n - from_a..).unwrap_or_default();
+    }
+    write_all_or_stall(w, b, stall).await
+}
+
 async fn writer(mut rx: mpsc::UnboundedReceiver<Out>, shared: Arc<Shared>) {
     let mut buf = BytesMut::with_capacity(COALESCE);
     let stall = shared.config.keepalive_timeout;
@@ -1520,14 +1575,12 @@ async fn writer(mut rx: mpsc::UnboundedReceiver<Out>, shared: Arc<Shared>) {
                         control,
                         _permit,
                     } => {
-                        // Large chunks are written as they are; small ones are gathered.
+                        // Large chunks are written as they are (with what is gathered before
+                        // them, in one vectored write); small ones are gathered.
                         for chunk in [frame.head, frame.tail] {
                             if chunk.len() >= COALESCE / 4 {
-                                if !buf.is_empty() {
-                                    write_all_or_stall(w, &buf, stall).await?;
-                                    buf.clear();
-                                }
-                                write_all_or_stall(w, &chunk, stall).await?;
+                                write_both_or_stall(w, &buf, &chunk, stall).await?;
+                                buf.clear();
                             } else if !chunk.is_empty() {
                                 buf.extend_from_slice(&chunk);
                                 if buf.len() >= COALESCE {

@@ -197,6 +197,10 @@ impl From<Bytes> for Frame {
     }
 }
 
+/// Byte strings up to this long are copied into the frame's head: cheaper than a second
+/// buffer to write.
+pub(crate) const INLINE_TAIL: usize = 4096;
+
 /// Appends the postcard encoding of a byte string's length (an unsigned varint): with the
 /// bytes after it, this is exactly how postcard encodes `&[u8]` or `Vec<u8>`.
 pub(crate) fn put_len_varint(mut n: usize, out: &mut BytesMut) {
@@ -257,6 +261,10 @@ impl FrameBuf {
     /// where they are) and returns the frame, or the payload length if it exceeds `max`.
     pub(crate) fn finish_with_tail(mut self, tail: Bytes, max: usize) -> Result<Frame, usize> {
         put_len_varint(tail.len(), &mut self.buf);
+        if tail.len() <= INLINE_TAIL {
+            self.buf.extend_from_slice(&tail);
+            return self.finish(max).map(Frame::from);
+        }
         self.set_len(tail.len(), max)?;
         Ok(Frame {
             head: self.buf.freeze(),

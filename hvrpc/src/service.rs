@@ -137,9 +137,17 @@ impl Body {
 
     /// A byte string as the value, encoded exactly like `&[u8]` but without copying `bytes`.
     pub fn from_bytes(bytes: Bytes) -> Body {
-        let mut buf = BytesMut::with_capacity(HEADROOM + 10);
+        let inline = bytes.len() <= protocol::INLINE_TAIL;
+        let mut buf = BytesMut::with_capacity(HEADROOM + 10 + if inline { bytes.len() } else { 0 });
         buf.resize(HEADROOM, 0);
         protocol::put_len_varint(bytes.len(), &mut buf);
+        if inline {
+            buf.extend_from_slice(&bytes);
+            return Body {
+                buf,
+                tail: Bytes::new(),
+            };
+        }
         Body { buf, tail: bytes }
     }
 
@@ -289,7 +297,9 @@ mod tests {
             let a = copied.into_frame(&header, usize::MAX).unwrap();
             let b = shared.into_frame(&header, usize::MAX).unwrap();
             assert_eq!(a.tail.len(), 0);
-            assert_eq!(b.tail.len(), len);
+            // Short byte strings are copied into the head; long ones stay apart.
+            let apart = if len > protocol::INLINE_TAIL { len } else { 0 };
+            assert_eq!(b.tail.len(), apart);
             assert_eq!(
                 [&a.head[..], &a.tail[..]].concat(),
                 [&b.head[..], &b.tail[..]].concat()
