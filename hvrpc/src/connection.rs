@@ -189,6 +189,9 @@ pub(crate) struct Shared {
     /// Frames queued for the writer and not yet written: senders may write directly only
     /// while this is 0, which keeps frames in order.
     pending: AtomicUsize,
+    /// What a direct write left unwritten (only ever set with `wr` held); the writer task
+    /// writes it before anything it takes from the queue.
+    partial: Mutex<Option<Frame>>,
     /// Responses of handlers that finished inline, sent together when the reader has no
     /// further frame buffered (one write for a batch of requests).
     replies: Mutex<Vec<(Frame, OwnedSemaphorePermit)>>,
@@ -356,6 +359,7 @@ impl Connection {
             out: tx,
             wr: tokio::sync::Mutex::new(Box::pin(w)),
             pending: AtomicUsize::new(0),
+            partial: Mutex::new(None),
             replies: Mutex::new(Vec::new()),
             control_queued: AtomicUsize::new(0),
             calls: Mutex::new(CallTable {
@@ -780,10 +784,14 @@ impl Shared {
                 std::task::Poll::Ready(Ok(()))
             );
         if !flushed {
-            // The rest (or an empty frame, for the flush) goes to the writer, queued while
-            // the lock is held so that nothing overtakes it.
+            // The rest goes to the writer, which writes it before anything else. Not through
+            // the queue: frames queued since the check above are ahead of it there, and
+            // would land in the middle of this one. The empty frame queued here wakes the
+            // writer (and makes it flush) and keeps other senders from writing directly
+            // until it has run.
+            *lock(&self.partial) = Some(frame);
             let _ = self.enqueue(Out::Frame {
-                frame,
+                frame: Frame::default(),
                 control: false,
                 _permit: None,
             });
@@ -1559,6 +1567,11 @@ async fn writer(mut rx: mpsc::UnboundedReceiver<Out>, shared: Arc<Shared>) {
             };
             let mut guard = shared.wr.lock().await;
             let w = &mut *guard;
+            // The rest of a frame a sender began writing itself comes first.
+            let partial = lock(&shared.partial).take();
+            if let Some(rest) = partial {
+                write_both_or_stall(w, &rest.head, &rest.tail, stall).await?;
+            }
             let mut taken = 0usize;
             loop {
                 taken += 1;
@@ -1619,4 +1632,143 @@ async fn writer(mut rx: mpsc::UnboundedReceiver<Out>, shared: Arc<Shared>) {
     // Release the socket's write half now (the peer sees the close once the reader is gone
     // too), not when the last handle to the connection goes.
     *shared.wr.lock().await = Box::pin(tokio::io::sink());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context as TaskContext, Poll};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A write half whose next large write, once armed, takes a while (blocking its thread,
+    /// as a busy kernel might), accepts half of what it was given, and is then full for one
+    /// poll.
+    struct SlowHalfWrite<T> {
+        io: T,
+        armed: Arc<AtomicBool>,
+        full_once: bool,
+    }
+
+    impl<T: AsyncWrite + Unpin> AsyncWrite for SlowHalfWrite<T> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut TaskContext<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            if std::mem::take(&mut self.full_once) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if buf.len() > 1000 && self.armed.swap(false, Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(200));
+                self.full_once = true;
+                let half = buf.len() / 2;
+                return Pin::new(&mut self.io).poll_write(cx, &buf[..half]);
+            }
+            Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            cx: &mut TaskContext<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut TaskContext<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len).await.unwrap();
+        let mut p = vec![0u8; u32::from_be_bytes(len) as usize];
+        r.read_exact(&mut p).await.unwrap();
+        p
+    }
+
+    /// A caller that writes its request itself and is cut short while another call queues
+    /// its request: the rest of the first frame must go out before the queued one, or the two
+    /// frames are spliced together on the wire (found by `faults.rs`: "call 424 received the
+    /// answer of call 40"). Separate pipes for the two directions, so that the slow write
+    /// blocks nothing but its own thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frame_cut_short_is_finished_before_frames_queued_meanwhile() {
+        let (client_w, mut peer_r) = tokio::io::duplex(1 << 20);
+        let (mut peer_w, client_r) = tokio::io::duplex(1 << 20);
+        let armed = Arc::new(AtomicBool::new(false));
+        let w = SlowHalfWrite {
+            io: client_w,
+            armed: Arc::clone(&armed),
+            full_once: false,
+        };
+        let hello = Hello {
+            features: 0,
+            max_frame: 1 << 20,
+            max_concurrent_calls: 16,
+            services: vec![ServiceInfo {
+                name: "S".into(),
+                fingerprint: 1,
+            }],
+            wants: Vec::new(),
+            agent: "test".into(),
+        };
+        let mut opening = PREAMBLE.to_vec();
+        opening.extend_from_slice(
+            &FrameBuf::new(&Header::Hello(hello), 0)
+                .finish(usize::MAX)
+                .unwrap(),
+        );
+        peer_w.write_all(&opening).await.unwrap();
+        let params = HandshakeParams {
+            config: Arc::new(Config::default()),
+            services: Arc::new(Services::default()),
+            wants: Vec::new(),
+        };
+        let conn = Connection::establish(client_r, w, PeerAddr::Unix(None), params)
+            .await
+            .unwrap();
+        let mut preamble = [0u8; PREAMBLE.len()];
+        peer_r.read_exact(&mut preamble).await.unwrap();
+        let _client_hello = read_frame(&mut peer_r).await;
+
+        let data: Bytes = (0..20_000u32)
+            .map(|i| (i % 253) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        armed.store(true, Ordering::SeqCst);
+        // Alone on the connection, this request is written by its caller: slowly, then half.
+        let big = tokio::spawn({
+            let (conn, data) = (conn.clone(), data.clone());
+            async move { conn.call_unary(0, 0, &(), Some(data), None).await }
+        });
+        // Meanwhile another call queues its request for the writer task.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let small = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.call_unary(0, 1, &(7u8,), None, None).await }
+        });
+        let first = read_frame(&mut peer_r).await;
+        let second = read_frame(&mut peer_r).await;
+        assert!(
+            !armed.load(Ordering::SeqCst),
+            "the slow write never happened"
+        );
+        let (h1, body1) = protocol::split_frame(&first).unwrap();
+        assert!(matches!(h1, Header::Request { method: 0, .. }), "{h1:?}");
+        let want = postcard::to_allocvec(&crate::wire_bytes::AsBytes(&data)).unwrap();
+        assert!(
+            body1 == &want[..],
+            "the first frame holds other bytes than its own"
+        );
+        let (h2, body2) = protocol::split_frame(&second).unwrap();
+        assert!(matches!(h2, Header::Request { method: 1, .. }), "{h2:?}");
+        assert_eq!(body2, &[7u8][..]);
+        drop(peer_w);
+        drop(peer_r);
+        let _ = (big.await, small.await);
+    }
 }

@@ -398,7 +398,7 @@ async fn frame_limit_minus_one_limit_plus_one() {
 /// A Calc server on `server_io` and a client of it on `client_io` (the two ends of a pipe).
 async fn over(
     server_io: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
-    client_io: tokio::io::DuplexStream,
+    client_io: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 ) -> (hvrpc::Connection, CalcClient) {
     let server = Server::new().add_service(CalcServer::new(CalcImpl::default()));
     let (server_conn, client_conn) = tokio::join!(
