@@ -120,7 +120,7 @@ pub struct UserSession {
     pub host: String,
     /// Login time, seconds since the Unix epoch.
     pub login_unix_seconds: i64,
-    /// The session's process.
+    /// The session's login process (Linux); 0 on Windows, where a session has no single one.
     pub pid: i32,
 }
 

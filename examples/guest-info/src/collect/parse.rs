@@ -238,9 +238,76 @@ pub fn prefix_len(mask: &[u8]) -> u8 {
     n
 }
 
+/// Seconds since the Unix epoch for a Windows FILETIME (100 ns units since 1601-01-01 UTC);
+/// `None` for 0 (Windows' "never").
+pub fn filetime_to_unix(filetime: i64) -> Option<i64> {
+    const EPOCH_DIFF_SECS: i64 = 11_644_473_600;
+    (filetime > 0).then(|| filetime / 10_000_000 - EPOCH_DIFF_SECS)
+}
+
+/// A hardware address as `aa:bb:cc:dd:ee:ff`; `None` if empty or all zero.
+pub fn mac_string(bytes: &[u8]) -> Option<String> {
+    if bytes.iter().all(|&b| b == 0) {
+        return None;
+    }
+    Some(
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
+}
+
+/// The IP address in a Windows `SOCKADDR` of `AF_INET` (2) or `AF_INET6` (23), given as its
+/// bytes (`SOCKADDR_IN`: family, port, 4 address bytes; `SOCKADDR_IN6`: family, port,
+/// flow info, 16 address bytes). Anything else or anything short is `None`.
+pub fn windows_sockaddr_ip(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    let family = u16::from_le_bytes(bytes.get(..2)?.try_into().ok()?);
+    match family {
+        2 => {
+            let a: [u8; 4] = bytes.get(4..8)?.try_into().ok()?;
+            Some(std::net::IpAddr::from(a))
+        }
+        23 => {
+            let a: [u8; 16] = bytes.get(8..24)?.try_into().ok()?;
+            Some(std::net::IpAddr::from(a))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_conversions() {
+        // 2024-01-01T00:00:00Z as a FILETIME.
+        assert_eq!(
+            filetime_to_unix(133_485_408_000_000_000),
+            Some(1_704_067_200)
+        );
+        assert_eq!(filetime_to_unix(0), None);
+        assert_eq!(
+            mac_string(&[0x00, 0x15, 0x5d, 0x01, 0x02, 0xab]).as_deref(),
+            Some("00:15:5d:01:02:ab")
+        );
+        assert_eq!(mac_string(&[0; 6]), None);
+        assert_eq!(mac_string(&[]), None);
+        let v4 = [2u8, 0, 0, 0, 192, 168, 1, 20, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            windows_sockaddr_ip(&v4),
+            Some("192.168.1.20".parse().unwrap())
+        );
+        let mut v6 = vec![23u8, 0, 0, 0, 0, 0, 0, 0];
+        v6.extend_from_slice(&"fe80::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        v6.extend_from_slice(&[0; 4]);
+        assert_eq!(windows_sockaddr_ip(&v6), Some("fe80::1".parse().unwrap()));
+        assert_eq!(windows_sockaddr_ip(&v6[..20]), None, "short");
+        assert_eq!(windows_sockaddr_ip(&[1, 0, 0, 0]), None, "other family");
+        assert_eq!(windows_sockaddr_ip(&[]), None);
+    }
 
     const OS_RELEASE: &str = r#"PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
 NAME="Debian GNU/Linux"

@@ -1,21 +1,32 @@
-//! Windows collectors: Win32 system information, time zone, volumes and the registry.
-//! Logged-in users (WTS) and network interfaces (IP Helper) are not implemented yet and say so.
+//! Windows collectors: Win32 system information, time zone, volumes, the registry, logged-on
+//! sessions (WTS) and network interfaces (IP Helper).
 #![allow(unsafe_code, reason = "the Win32 API is FFI")]
 
 use std::ptr;
 
+use windows_sys::Win32::NetworkManagement::IpHelper::{
+    GAA_FLAG_SKIP_ANYCAST, GAA_FLAG_SKIP_DNS_SERVER, GAA_FLAG_SKIP_MULTICAST, GetAdaptersAddresses,
+    GetIfEntry2, IP_ADAPTER_ADDRESSES_LH, MIB_IF_ROW2,
+};
+use windows_sys::Win32::NetworkManagement::Ndis::IfOperStatusUp;
 use windows_sys::Win32::Storage::FileSystem::{
     GetDiskFreeSpaceExW, GetLogicalDriveStringsW, GetVolumeInformationW,
 };
 use windows_sys::Win32::System::Registry::{HKEY_LOCAL_MACHINE, RRF_RT_REG_SZ, RegGetValueW};
+use windows_sys::Win32::System::RemoteDesktop::{
+    WTS_CURRENT_SERVER_HANDLE, WTS_INFO_CLASS, WTS_SESSION_INFOW, WTSActive, WTSClientName,
+    WTSDisconnected, WTSDomainName, WTSEnumerateSessionsW, WTSFreeMemory, WTSINFOW,
+    WTSQuerySessionInformationW, WTSSessionInfo, WTSUserName,
+};
 use windows_sys::Win32::System::SystemInformation::{
     ComputerNamePhysicalDnsHostname, GetComputerNameExW, GetTickCount64, GlobalMemoryStatusEx,
     MEMORYSTATUSEX,
 };
 use windows_sys::Win32::System::Time::{GetTimeZoneInformation, TIME_ZONE_INFORMATION};
 
+use super::parse;
 use crate::{
-    Filesystem, InfoError, LoadInfo, MemoryInfo, NetInterface, OsInfo, Sample, TimeInfo,
+    Filesystem, InfoError, IpNet, LoadInfo, MemoryInfo, NetInterface, OsInfo, Sample, TimeInfo,
     UserSession,
 };
 
@@ -27,6 +38,8 @@ pub const SUPPORTED: &[&str] = &[
     "time",
     "load",
     "memory",
+    "users",
+    "network_interfaces",
     "filesystems",
     "watch",
 ];
@@ -151,18 +164,201 @@ pub fn memory() -> Result<MemoryInfo, InfoError> {
     })
 }
 
-/// See [`crate::GuestInfo::users`].
-pub fn users() -> Result<Vec<UserSession>, InfoError> {
-    Err(InfoError::Unsupported(
-        "logged-in users are not implemented for Windows guests yet".into(),
-    ))
+/// A NUL-terminated UTF-16 string from the system; empty for null.
+///
+/// # Safety
+/// `p` is null or points to a NUL-terminated UTF-16 string.
+unsafe fn from_wide_ptr(p: *const u16) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    let mut len = 0;
+    // SAFETY: the caller promises a NUL-terminated string; we stop at the NUL.
+    while unsafe { *p.add(len) } != 0 {
+        len += 1;
+    }
+    // SAFETY: `len` units before the NUL are readable.
+    String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
-/// See [`crate::GuestInfo::network_interfaces`].
+/// Session information of class `class`, as the bytes WTS returns (freed here).
+fn session_query(session: u32, class: WTS_INFO_CLASS) -> Option<Vec<u8>> {
+    let mut buf: *mut u16 = ptr::null_mut();
+    let mut bytes = 0u32;
+    // SAFETY: out-pointers to live locals; the buffer is freed below with WTSFreeMemory.
+    let ok = unsafe {
+        WTSQuerySessionInformationW(
+            WTS_CURRENT_SERVER_HANDLE,
+            session,
+            class,
+            &mut buf,
+            &mut bytes,
+        )
+    };
+    if ok == 0 || buf.is_null() {
+        return None;
+    }
+    // SAFETY: WTS returned `bytes` readable bytes at `buf`.
+    let out = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), bytes as usize) }.to_vec();
+    // SAFETY: `buf` came from WTSQuerySessionInformationW and is freed once.
+    unsafe { WTSFreeMemory(buf.cast()) };
+    Some(out)
+}
+
+fn session_string(session: u32, class: WTS_INFO_CLASS) -> String {
+    let units: Vec<u16> = session_query(session, class)
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    from_wide(&units)
+}
+
+/// See [`crate::GuestInfo::users`]: the sessions with a user logged on, active or disconnected
+/// (like `who`, which lists logins, not only the ones in use). `terminal` is the session's
+/// window station (`Console`, `RDP-Tcp#3`), `host` the remote client's name, `pid` 0 (a
+/// Windows session has no single login process).
+pub fn users() -> Result<Vec<UserSession>, InfoError> {
+    let mut sessions: *mut WTS_SESSION_INFOW = ptr::null_mut();
+    let mut count = 0u32;
+    // SAFETY: out-pointers to live locals; the list is freed below with WTSFreeMemory.
+    let ok = unsafe {
+        WTSEnumerateSessionsW(WTS_CURRENT_SERVER_HANDLE, 0, 1, &mut sessions, &mut count)
+    };
+    if ok == 0 {
+        return Err(last_error("WTSEnumerateSessionsW"));
+    }
+    let list = if sessions.is_null() {
+        &[][..]
+    } else {
+        // SAFETY: WTS returned `count` entries at `sessions`, valid until freed below.
+        unsafe { std::slice::from_raw_parts(sessions, count as usize) }
+    };
+    let mut out = Vec::new();
+    for s in list {
+        if s.State != WTSActive && s.State != WTSDisconnected {
+            continue;
+        }
+        let user = session_string(s.SessionId, WTSUserName);
+        if user.is_empty() {
+            // Session 0 (services) and listeners have no user.
+            continue;
+        }
+        let domain = session_string(s.SessionId, WTSDomainName);
+        let logon = session_query(s.SessionId, WTSSessionInfo)
+            .filter(|b| b.len() >= size_of::<WTSINFOW>())
+            // SAFETY: at least size_of::<WTSINFOW>() bytes, read unaligned from the copy.
+            .map(|b| unsafe { ptr::read_unaligned(b.as_ptr().cast::<WTSINFOW>()) }.LogonTime);
+        out.push(UserSession {
+            user: if domain.is_empty() {
+                user
+            } else {
+                format!("{domain}\\{user}")
+            },
+            // SAFETY: WTS gives a NUL-terminated name (or null).
+            terminal: unsafe { from_wide_ptr(s.pWinStationName) },
+            host: session_string(s.SessionId, WTSClientName),
+            login_unix_seconds: logon.and_then(parse::filetime_to_unix).unwrap_or(0),
+            pid: 0,
+        });
+    }
+    // SAFETY: `sessions` came from WTSEnumerateSessionsW and is freed once (null is allowed).
+    unsafe { WTSFreeMemory(sessions.cast()) };
+    Ok(out)
+}
+
+/// See [`crate::GuestInfo::network_interfaces`]: every adapter IP Helper lists, with its
+/// unicast addresses and the counters of `GetIfEntry2`.
 pub fn network_interfaces() -> Result<Vec<NetInterface>, InfoError> {
-    Err(InfoError::Unsupported(
-        "network interfaces are not implemented for Windows guests yet".into(),
-    ))
+    const ERROR_BUFFER_OVERFLOW: u32 = 111;
+    const ERROR_NO_DATA: u32 = 232;
+    const AF_UNSPEC: u32 = 0;
+    let flags = GAA_FLAG_SKIP_ANYCAST | GAA_FLAG_SKIP_MULTICAST | GAA_FLAG_SKIP_DNS_SERVER;
+    // u64s: the adapter list needs 8-byte alignment.
+    let mut size = 16 * 1024u32;
+    let mut buf: Vec<u64> = Vec::new();
+    let mut rc = ERROR_BUFFER_OVERFLOW;
+    for _ in 0..4 {
+        buf = vec![0u64; size as usize / 8 + 1];
+        // SAFETY: `buf` has room for `size` bytes; `size` is updated with what is needed.
+        rc = unsafe {
+            GetAdaptersAddresses(
+                AF_UNSPEC,
+                flags,
+                ptr::null(),
+                buf.as_mut_ptr().cast(),
+                &mut size,
+            )
+        };
+        if rc != ERROR_BUFFER_OVERFLOW {
+            break;
+        }
+    }
+    match rc {
+        0 => {}
+        ERROR_NO_DATA => return Ok(Vec::new()),
+        e => {
+            return Err(InfoError::Failed(format!(
+                "GetAdaptersAddresses: {}",
+                std::io::Error::from_raw_os_error(e as i32)
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    let mut next = buf.as_ptr().cast::<IP_ADAPTER_ADDRESSES_LH>();
+    while !next.is_null() {
+        // SAFETY: a list GetAdaptersAddresses wrote into `buf`, which outlives this loop.
+        let a = unsafe { &*next };
+        next = a.Next;
+        let mut addresses = Vec::new();
+        let mut u = a.FirstUnicastAddress;
+        while !u.is_null() {
+            // SAFETY: an entry of the same list.
+            let ua = unsafe { &*u };
+            u = ua.Next;
+            let sa = ua.Address;
+            if sa.lpSockaddr.is_null() || sa.iSockaddrLength <= 0 {
+                continue;
+            }
+            // SAFETY: the sockaddr is `iSockaddrLength` bytes long.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(sa.lpSockaddr.cast::<u8>(), sa.iSockaddrLength as usize)
+            };
+            if let Some(addr) = parse::windows_sockaddr_ip(bytes) {
+                addresses.push(IpNet {
+                    addr,
+                    prefix: ua.OnLinkPrefixLength,
+                });
+            }
+        }
+        // SAFETY: an all-zero MIB_IF_ROW2 with the LUID set is the documented input.
+        let mut row: MIB_IF_ROW2 = unsafe { std::mem::zeroed() };
+        row.InterfaceLuid = a.Luid;
+        // SAFETY: `row` is a live MIB_IF_ROW2.
+        let counted = unsafe { GetIfEntry2(&mut row) } == 0;
+        let mac_len = (a.PhysicalAddressLength as usize).min(a.PhysicalAddress.len());
+        out.push(NetInterface {
+            // SAFETY: a NUL-terminated name (or null) in the same list.
+            name: unsafe { from_wide_ptr(a.FriendlyName) },
+            mac: parse::mac_string(a.PhysicalAddress.get(..mac_len).unwrap_or_default()),
+            up: a.OperStatus == IfOperStatusUp,
+            mtu: (a.Mtu != u32::MAX).then_some(a.Mtu),
+            addresses,
+            rx_bytes: if counted { row.InOctets } else { 0 },
+            tx_bytes: if counted { row.OutOctets } else { 0 },
+            rx_packets: if counted {
+                row.InUcastPkts.saturating_add(row.InNUcastPkts)
+            } else {
+                0
+            },
+            tx_packets: if counted {
+                row.OutUcastPkts.saturating_add(row.OutNUcastPkts)
+            } else {
+                0
+            },
+        });
+    }
+    Ok(out)
 }
 
 /// See [`crate::GuestInfo::filesystems`].
@@ -244,6 +440,19 @@ mod tests {
         assert!(time().unwrap().unix_seconds > 1_600_000_000);
         os_info().unwrap();
         filesystems().unwrap();
-        assert!(matches!(users(), Err(InfoError::Unsupported(_))));
+        // Under Wine: whatever sessions it reports, each with a user; the loopback adapter
+        // at least, with its address.
+        for u in users().unwrap() {
+            assert!(!u.user.is_empty(), "{u:?}");
+        }
+        let nics = network_interfaces().unwrap();
+        println!("{nics:#?}");
+        assert!(!nics.is_empty(), "no network interface at all");
+        assert!(
+            nics.iter()
+                .flat_map(|n| &n.addresses)
+                .any(|a| a.addr.is_loopback() || !a.addr.is_unspecified()),
+            "no address on any interface: {nics:?}"
+        );
     }
 }
