@@ -837,6 +837,7 @@ async fn connection_flood_beyond_the_limit_leaves_admitted_clients_served() {
 /// are closed on accept with a logged reason, and a slot comes back when one of its
 /// connections ends. (The VM here is a VMM's hybrid-vsock socket, which a Unix client can play;
 /// the count per Hyper-V partition and per CID is unit-tested in `server.rs`.)
+#[cfg(unix)] // hybrid vsock is Unix sockets
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_vm_cannot_take_every_connection() {
     let _serial = serial().await;
