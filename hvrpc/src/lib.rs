@@ -119,7 +119,10 @@ pub use streaming::{StreamClosed, StreamSender, Streaming};
 /// # What it generates, for `trait GuestInfo`
 ///
 /// * `trait GuestInfo`: the server side. Each method gains `&self` and a [`Context`] and returns
-///   a `Send` future: implement it with `async fn`.
+///   a `Send` future: implement it with `async fn`. A handler that finishes without waiting is
+///   answered straight from the connection's reader (no task of its own, which is what makes
+///   small calls cheap); one that waits moves to a task of its own. Either way, keep blocking
+///   work out of handlers (`tokio::task::spawn_blocking`): it would hold up the connection.
 /// * `GuestInfoServer<S>`: wraps an implementation for [`Server::add_service`] (or
 ///   [`Connector::serve`]).
 /// * `GuestInfoClient`: one async method per RPC returning `Result<T, hvrpc::Error>`
