@@ -208,6 +208,10 @@ pub(crate) struct Shared {
     /// Set when `closed` is cancelled: the same fact, but checking it takes no lock
     /// (`CancellationToken::is_cancelled` does), and it is checked on every call and frame.
     is_closed: AtomicBool,
+    /// `finish` was called: the reader queues the end (after the responses it holds).
+    finish_requested: AtomicBool,
+    /// Set with `finish_requested`, never cleared: no more handlers run.
+    finishing: AtomicBool,
     /// Set (with `reader_wake` woken) when a call is due before `deadline_check`.
     deadline_due: AtomicBool,
     /// The reader task's waker, for `deadline_due` and for closing.
@@ -370,6 +374,8 @@ impl Connection {
             incoming_changed: Notify::new(),
             deadline_check: AtomicU64::new(u64::MAX),
             is_closed: AtomicBool::new(false),
+            finish_requested: AtomicBool::new(false),
+            finishing: AtomicBool::new(false),
             deadline_due: AtomicBool::new(false),
             reader_wake: futures_util::task::AtomicWaker::new(),
             epoch: Instant::now(),
@@ -486,10 +492,17 @@ impl Connection {
         // Without waiting when a slot is free (the usual case): no future, no waiter list.
         let permit = match Arc::clone(&shared.call_slots).try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => Arc::clone(&shared.call_slots)
-                .acquire_owned()
-                .await
-                .map_err(|_| shared.lost())?,
+            Err(_) => {
+                // Waiting for a slot counts against the call's deadline.
+                let slot = Arc::clone(&shared.call_slots).acquire_owned();
+                match timeout {
+                    Some(t) => tokio::time::timeout(t, slot)
+                        .await
+                        .map_err(|_| Error::DeadlineExceeded)?,
+                    None => slot.await,
+                }
+                .map_err(|_| shared.lost())?
+            }
         };
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let header = Header::Request {
@@ -564,9 +577,16 @@ impl Connection {
             .await?;
         // The reader answers with `DeadlineExceeded` when the deadline passes.
         let result = rx.await;
-        // The response, the deadline or the loss of the connection: nothing left to cancel.
+        // The response, the deadline or the loss of the connection: the call is out of the
+        // table. Past its deadline the peer is told to stop, now that the request is out.
         guard.armed = false;
-        result.unwrap_or_else(|_| Err(self.handle.shared.lost()))
+        let shared = &self.handle.shared;
+        if matches!(result, Ok(Err(Error::DeadlineExceeded)))
+            && !shared.is_closed.load(Ordering::SeqCst)
+        {
+            shared.send_control(&Header::Cancel { id: guard.id });
+        }
+        result.unwrap_or_else(|_| Err(shared.lost()))
     }
 }
 
@@ -722,11 +742,12 @@ impl Shared {
             .unwrap_or(u64::MAX);
             self.deadline_check.store(ms, Ordering::SeqCst);
         }
-        for (id, pending) in expired {
+        // The callers tell the peer (`call_unary`): only they know that their request has gone
+        // out, and a Cancel must never overtake its Request.
+        for (_, pending) in expired {
             if let Pending::Unary(tx, _) = pending {
                 let _ = tx.send(Err(Error::DeadlineExceeded));
             }
-            self.send_control(&Header::Cancel { id });
         }
         next
     }
@@ -1000,7 +1021,11 @@ impl Shared {
             if self.reason.set(Arc::from(reason)).is_ok() {
                 tracing::debug!(peer = %self.peer, %reason, "connection closed");
             }
-            let _ = self.enqueue(Out::Finish);
+            // The reader queues the end itself, between two frames: responses of handlers it
+            // ran inline go out first, and it runs no handler after that (`finishing`).
+            self.finishing.store(true, Ordering::SeqCst);
+            self.finish_requested.store(true, Ordering::SeqCst);
+            self.reader_wake.wake();
         }
     }
 
@@ -1123,6 +1148,11 @@ impl Shared {
         window: u32,
         body: Bytes,
     ) -> Result<(), String> {
+        if self.finishing.load(Ordering::SeqCst) {
+            // The connection is ending: a response could no longer be sent, so the handler
+            // does not run; the caller's call fails with the connection.
+            return Ok(());
+        }
         if self.going_away.load(Ordering::Acquire) {
             self.send_error(
                 id,
@@ -1395,16 +1425,18 @@ where
     let mut idle_since: Option<Instant> = None;
     let mut calls_seen = 0;
     let mut pings: u64 = 0;
+    // Clamped to a day: `Instant` arithmetic must not overflow for huge configured values.
+    const DAY: Duration = Duration::from_secs(86_400);
     let tick = idle_timeout
         .map_or(interval, |i| interval.min(i / 2))
-        .max(Duration::from_millis(10));
+        .clamp(Duration::from_millis(10), DAY);
     // Deadlines of this side's unary calls: one timer for all of them (`expire_calls`),
     // shared with the keepalive and idle ticks.
     let recheck = shared
         .config
         .default_deadline
         .unwrap_or(interval)
-        .max(Duration::from_millis(10));
+        .clamp(Duration::from_millis(10), DAY);
     let mut next_tick = Instant::now() + tick;
     let mut next_deadline = shared.expire_calls(Instant::now(), recheck);
     let timer = tokio::time::sleep_until(next_tick.min(next_deadline));
@@ -1414,26 +1446,40 @@ where
     let signal = || {
         std::future::poll_fn(|cx| {
             shared.reader_wake.register(cx.waker());
-            if shared.is_closed.load(Ordering::SeqCst) {
-                std::task::Poll::Ready(true)
-            } else if shared.deadline_due.swap(false, Ordering::SeqCst) {
-                std::task::Poll::Ready(false)
+            if shared.is_closed.load(Ordering::SeqCst)
+                || shared.deadline_due.load(Ordering::SeqCst)
+                || shared.finish_requested.load(Ordering::SeqCst)
+            {
+                std::task::Poll::Ready(())
             } else {
                 std::task::Poll::Pending
             }
         })
     };
+    // When the loop last woke (read once per wake-up: the clock is not free).
+    let mut now = Instant::now();
     let reason: String = loop {
-        // Checked before every frame too: a peer that keeps sending must not keep a closed
-        // connection's reader going.
+        // Checked before every frame, not only when the socket has nothing: a peer that keeps
+        // sending must not keep a closed connection's reader going, hold back a finish, or
+        // postpone this side's deadlines.
         if shared.is_closed.load(Ordering::SeqCst) {
             return;
+        }
+        if shared.finish_requested.swap(false, Ordering::SeqCst) {
+            // Every response of a handler already run goes out before the end.
+            shared.flush_replies();
+            let _ = shared.enqueue(Out::Finish);
+        }
+        if now >= next_deadline || shared.deadline_due.swap(false, Ordering::SeqCst) {
+            next_deadline = shared.expire_calls(now, recheck);
+            timer.as_mut().reset(next_tick.min(next_deadline));
         }
         tokio::select! {
             biased;
             frame = frames.next() => match frame {
                 Some(Ok(payload)) => {
-                    last_rx = Instant::now();
+                    now = Instant::now();
+                    last_rx = now;
                     ping_sent = None;
                     if let Err(violation) = shared.handle_frame(payload) {
                         tracing::warn!(peer = %shared.peer, %violation, "protocol violation; closing");
@@ -1450,18 +1496,10 @@ where
                 Some(Err(e)) => break format!("reading from the peer failed: {e}"),
                 None => break "the peer closed the connection".to_owned(),
             },
-            closed = signal() => {
-                if closed {
-                    return;
-                }
-                next_deadline = shared.expire_calls(Instant::now(), recheck);
-                timer.as_mut().reset(next_tick.min(next_deadline));
-            }
+            // Handled at the top of the loop.
+            () = signal() => now = Instant::now(),
             () = &mut timer => {
-                let now = Instant::now();
-                if now >= next_deadline {
-                    next_deadline = shared.expire_calls(now, recheck);
-                }
+                now = Instant::now();
                 if now < next_tick {
                     timer.as_mut().reset(next_tick.min(next_deadline));
                     continue;
@@ -1690,19 +1728,27 @@ mod tests {
         p
     }
 
-    /// A caller that writes its request itself and is cut short while another call queues
-    /// its request: the rest of the first frame must go out before the queued one, or the two
-    /// frames are spliced together on the wire (found by `faults.rs`: "call 424 received the
-    /// answer of call 40"). Separate pipes for the two directions, so that the slow write
-    /// blocks nothing but its own thread.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_frame_cut_short_is_finished_before_frames_queued_meanwhile() {
-        let (client_w, mut peer_r) = tokio::io::duplex(1 << 20);
-        let (mut peer_w, client_r) = tokio::io::duplex(1 << 20);
-        let armed = Arc::new(AtomicBool::new(false));
+    /// A frame of just a header.
+    fn framed(header: &Header) -> Vec<u8> {
+        FrameBuf::new(header, 0)
+            .finish(usize::MAX)
+            .unwrap()
+            .to_vec()
+    }
+
+    /// A connection whose peer is played by hand: separate pipes for the two directions (so
+    /// that a slow write blocks nothing but its own thread), the peer's opening sent (it
+    /// serves one service, "S"), this side's read. `armed` makes this side's write half a
+    /// `SlowHalfWrite`.
+    async fn with_fake_peer(
+        services: Services,
+        armed: Arc<AtomicBool>,
+    ) -> (Connection, tokio::io::DuplexStream, tokio::io::DuplexStream) {
+        let (conn_w, mut peer_r) = tokio::io::duplex(1 << 20);
+        let (mut peer_w, conn_r) = tokio::io::duplex(1 << 20);
         let w = SlowHalfWrite {
-            io: client_w,
-            armed: Arc::clone(&armed),
+            io: conn_w,
+            armed,
             full_once: false,
         };
         let hello = Hello {
@@ -1725,16 +1771,27 @@ mod tests {
         peer_w.write_all(&opening).await.unwrap();
         let params = HandshakeParams {
             config: Arc::new(Config::default()),
-            services: Arc::new(Services::default()),
+            services: Arc::new(services),
             wants: Vec::new(),
         };
-        let conn = Connection::establish(client_r, w, PeerAddr::Unix(None), params)
+        let conn = Connection::establish(conn_r, w, PeerAddr::Unix(None), params)
             .await
             .unwrap();
         let mut preamble = [0u8; PREAMBLE.len()];
         peer_r.read_exact(&mut preamble).await.unwrap();
-        let _client_hello = read_frame(&mut peer_r).await;
+        let _hello = read_frame(&mut peer_r).await;
+        (conn, peer_r, peer_w)
+    }
 
+    /// A caller that writes its request itself and is cut short while another call queues
+    /// its request: the rest of the first frame must go out before the queued one, or the two
+    /// frames are spliced together on the wire (found by `faults.rs`: "call 424 received the
+    /// answer of call 40").
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frame_cut_short_is_finished_before_frames_queued_meanwhile() {
+        let armed = Arc::new(AtomicBool::new(false));
+        let (conn, mut peer_r, peer_w) =
+            with_fake_peer(Services::default(), Arc::clone(&armed)).await;
         let data: Bytes = (0..20_000u32)
             .map(|i| (i % 253) as u8)
             .collect::<Vec<u8>>()
@@ -1770,5 +1827,164 @@ mod tests {
         drop(peer_w);
         drop(peer_r);
         let _ = (big.await, small.await);
+    }
+
+    /// A peer that never answers a call but keeps the socket busy (a stream of pongs, which
+    /// need no answer) does not postpone the call's deadline; the Cancel for it follows its
+    /// Request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deadlines_fire_while_the_peer_keeps_sending() {
+        let (conn, mut peer_r, mut peer_w) =
+            with_fake_peer(Services::default(), Arc::default()).await;
+        let flooding = Arc::new(AtomicBool::new(true));
+        let flood = tokio::spawn({
+            let flooding = Arc::clone(&flooding);
+            async move {
+                let mut batch = Vec::new();
+                for n in 0..256u64 {
+                    batch.extend(framed(&Header::Pong(n)));
+                }
+                while flooding.load(Ordering::SeqCst) {
+                    if peer_w.write_all(&batch).await.is_err() {
+                        break;
+                    }
+                }
+                peer_w
+            }
+        });
+        let started = Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            conn.call_unary(0, 0, &(), None, Some(Duration::from_millis(200))),
+        )
+        .await
+        .expect("the deadline was postponed by the peer's traffic");
+        let took = started.elapsed();
+        assert!(matches!(r, Err(Error::DeadlineExceeded)), "{r:?}");
+        assert!(took < Duration::from_secs(2), "ended after {took:?}");
+        // What the peer received: the Request, then the Cancel for it.
+        let mut kinds = Vec::new();
+        while kinds.len() < 2 {
+            let f = read_frame(&mut peer_r).await;
+            match protocol::split_frame(&f).unwrap().0 {
+                Header::Pong(_) => {}
+                Header::Request { id, .. } => kinds.push(("request", id)),
+                Header::Cancel { id } => kinds.push(("cancel", id)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(kinds[0].0, "request");
+        assert_eq!(kinds[1], ("cancel", kinds[0].1));
+        flooding.store(false, Ordering::SeqCst);
+        drop(peer_r);
+        let _ = flood.await;
+    }
+
+    /// A service whose method 1 starts a graceful shutdown of its own connection from
+    /// another task (and waits until that has got going); every method answers 42 at once.
+    struct ShutsDown {
+        conn: Arc<OnceLock<Connection>>,
+        ran: Arc<AtomicUsize>,
+    }
+
+    impl Service for ShutsDown {
+        fn name(&self) -> &'static str {
+            "S"
+        }
+        fn fingerprint(&self) -> u64 {
+            1
+        }
+        fn method_name(&self, _: u32) -> Option<&'static str> {
+            Some("m")
+        }
+        fn call(
+            &self,
+            method: u32,
+            _ctx: Context,
+            _args: Bytes,
+        ) -> Result<Handler, (ErrorCode, String)> {
+            if method == 1 {
+                // On a thread of its own: a task spawned from here would wait in this
+                // worker's LIFO slot until the reader yields.
+                let conn = self.conn.get().cloned();
+                let rt = tokio::runtime::Handle::current();
+                std::thread::spawn(move || {
+                    if let Some(c) = conn {
+                        rt.block_on(c.shutdown(Duration::from_secs(5)));
+                    }
+                });
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let ran = Arc::clone(&self.ran);
+            Ok(Handler::unary(async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+                42u8
+            }))
+        }
+    }
+
+    /// A graceful shutdown that starts while the reader holds the responses of handlers it
+    /// ran inline (more requests were buffered) sends those responses before it ends: every
+    /// handler that ran is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_graceful_end_sends_the_responses_of_handlers_already_run() {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let cell = Arc::new(OnceLock::new());
+        let mut services = Services::default();
+        services.push(Arc::new(ShutsDown {
+            conn: Arc::clone(&cell),
+            ran: Arc::clone(&ran),
+        }));
+        let (conn, mut peer_r, mut peer_w) = with_fake_peer(services, Arc::default()).await;
+        let _ = cell.set(conn.clone());
+        // Three requests in one write: the first starts the shutdown.
+        let mut bytes = Vec::new();
+        for (id, method) in [(1u64, 1u32), (2, 0), (3, 0)] {
+            bytes.extend(framed(&Header::Request {
+                id,
+                service: 0,
+                method,
+                timeout_ms: None,
+                window: 0,
+            }));
+        }
+        peer_w.write_all(&bytes).await.unwrap();
+        let mut answered = Vec::new();
+        let mut go_away = false;
+        loop {
+            let mut len = [0u8; 4];
+            if peer_r.read_exact(&mut len).await.is_err() {
+                break;
+            }
+            let mut p = vec![0u8; u32::from_be_bytes(len) as usize];
+            peer_r.read_exact(&mut p).await.unwrap();
+            match protocol::split_frame(&p).unwrap() {
+                (
+                    Header::Response {
+                        id,
+                        status: Status::Ok,
+                    },
+                    body,
+                ) => {
+                    assert_eq!(body, &[42u8][..]);
+                    answered.push(id);
+                }
+                (Header::Response { .. }, _) => {}
+                (Header::GoAway { .. }, _) => go_away = true,
+                (other, _) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(go_away, "no go-away before the end");
+        assert!(
+            answered.contains(&1),
+            "the first call ran but was not answered"
+        );
+        assert_eq!(
+            answered.len(),
+            ran.load(Ordering::SeqCst),
+            "handlers ran: {}, answered: {answered:?}",
+            ran.load(Ordering::SeqCst)
+        );
+        drop(peer_w);
     }
 }
