@@ -142,9 +142,15 @@ impl Default for FrameCodec {
 }
 
 /// Reads the announced payload length, if the header is complete.
-fn peek_len(src: &BytesMut) -> Option<u64> {
+fn peek_len(src: &[u8]) -> Option<u64> {
     let header: [u8; HEADER_LEN] = src.get(..HEADER_LEN)?.try_into().ok()?;
     Some(u64::from(u32::from_be_bytes(header)))
+}
+
+/// Whether `buf` starts with a whole frame (header and payload), i.e. whether the next
+/// decode returns a frame without reading more.
+pub fn frame_complete(buf: &[u8]) -> bool {
+    peek_len(buf).is_some_and(|len| buf.len() as u64 >= HEADER_LEN as u64 + len)
 }
 
 impl Decoder for FrameCodec {
@@ -203,6 +209,17 @@ impl Encoder<&[u8]> for FrameCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_complete_needs_header_and_payload() {
+        assert!(!frame_complete(&[]));
+        assert!(!frame_complete(&[0, 0, 0]));
+        assert!(frame_complete(&[0, 0, 0, 0]), "an empty payload");
+        assert!(!frame_complete(&[0, 0, 0, 2, 9]));
+        assert!(frame_complete(&[0, 0, 0, 2, 9, 9]));
+        assert!(frame_complete(&[0, 0, 0, 2, 9, 9, 7]), "the next frame's first byte");
+        assert!(!frame_complete(&[0xff, 0xff, 0xff, 0xff, 1]));
+    }
     use proptest::prelude::*;
 
     fn frame(len: u32, fill: u8) -> BytesMut {

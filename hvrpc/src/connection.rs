@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use hvrpc_transport::PeerAddr;
-use hvrpc_transport::framing::{FrameCodec, FrameError};
+use hvrpc_transport::framing::{self, FrameCodec, FrameError};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -1465,12 +1465,17 @@ where
         if shared.is_closed.load(Ordering::SeqCst) {
             return;
         }
-        if shared.finish_requested.swap(false, Ordering::SeqCst) {
+        if shared.finish_requested.load(Ordering::SeqCst)
+            && shared.finish_requested.swap(false, Ordering::SeqCst)
+        {
             // Every response of a handler already run goes out before the end.
             shared.flush_replies();
             let _ = shared.enqueue(Out::Finish);
         }
-        if now >= next_deadline || shared.deadline_due.swap(false, Ordering::SeqCst) {
+        if now >= next_deadline
+            || (shared.deadline_due.load(Ordering::SeqCst)
+                && shared.deadline_due.swap(false, Ordering::SeqCst))
+        {
             next_deadline = shared.expire_calls(now, recheck);
             timer.as_mut().reset(next_tick.min(next_deadline));
         }
@@ -1485,7 +1490,7 @@ where
                         tracing::warn!(peer = %shared.peer, %violation, "protocol violation; closing");
                         break format!("protocol violation by the peer: {violation}");
                     }
-                    if !frame_buffered(frames.read_buffer()) {
+                    if !framing::frame_complete(frames.read_buffer()) {
                         shared.flush_replies();
                     }
                 }
@@ -1536,13 +1541,6 @@ where
         }
     };
     shared.close(reason);
-}
-
-/// Whether `buf` holds a whole frame (the reader's next poll returns it without reading).
-fn frame_buffered(buf: &BytesMut) -> bool {
-    buf.get(..4)
-        .and_then(|h| <[u8; 4]>::try_from(h).ok())
-        .is_some_and(|h| buf.len() >= 4 + u32::from_be_bytes(h) as usize)
 }
 
 /// Runs one write operation, failing if it makes no progress for `stall`: the peer is not
