@@ -203,12 +203,9 @@ pub(crate) const INLINE_TAIL: usize = 4096;
 
 /// Appends the postcard encoding of a byte string's length (an unsigned varint): with the
 /// bytes after it, this is exactly how postcard encodes `&[u8]` or `Vec<u8>`.
-pub(crate) fn put_len_varint(mut n: usize, out: &mut BytesMut) {
-    while n >= 0x80 {
-        out.put_u8((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    out.put_u8(n as u8);
+pub(crate) fn put_len_varint(n: usize, out: &mut BytesMut) {
+    // Into a growable buffer this cannot fail.
+    let _ = encode_into(&n, out);
 }
 
 /// Builds one frame in a fresh buffer: length placeholder, header, body.
