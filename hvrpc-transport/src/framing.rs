@@ -217,7 +217,10 @@ mod tests {
         assert!(frame_complete(&[0, 0, 0, 0]), "an empty payload");
         assert!(!frame_complete(&[0, 0, 0, 2, 9]));
         assert!(frame_complete(&[0, 0, 0, 2, 9, 9]));
-        assert!(frame_complete(&[0, 0, 0, 2, 9, 9, 7]), "the next frame's first byte");
+        assert!(
+            frame_complete(&[0, 0, 0, 2, 9, 9, 7]),
+            "the next frame's first byte"
+        );
         assert!(!frame_complete(&[0xff, 0xff, 0xff, 0xff, 1]));
     }
     use proptest::prelude::*;
