@@ -45,12 +45,27 @@ enum ReadKind {
 
 /// The write half of a [`Stream`].
 ///
-/// Unlike tokio's TCP halves, dropping it does not shut the stream down: end a conversation
-/// in-band (Hyper-V's half-close towards Linux guests is unreliable), or call
-/// [`shutdown`](tokio::io::AsyncWriteExt::shutdown) explicitly.
+/// Unlike tokio's TCP and Unix halves, dropping it does not shut the stream down: the stream
+/// closes when both halves are gone. End a conversation in-band (Hyper-V's half-close towards
+/// Linux guests is unreliable), or call [`shutdown`](tokio::io::AsyncWriteExt::shutdown)
+/// explicitly.
 #[derive(Debug)]
 pub struct OwnedWriteHalf {
-    kind: WriteKind,
+    /// `None` only while being dropped.
+    kind: Option<WriteKind>,
+}
+
+impl Drop for OwnedWriteHalf {
+    fn drop(&mut self) {
+        // tokio's halves shut the write direction down when dropped; `forget` leaves the
+        // closing to the read half.
+        match self.kind.take() {
+            Some(WriteKind::Tcp(w)) => w.forget(),
+            Some(WriteKind::Unix(w)) => sys::unix_forget(w),
+            Some(WriteKind::Hv(w)) => sys::hv_forget(w),
+            Some(WriteKind::Vsock(_)) | None => {}
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -123,7 +138,7 @@ impl Stream {
                 (ReadKind::Hv(r), WriteKind::Hv(w))
             }
         };
-        (OwnedReadHalf { kind: r }, OwnedWriteHalf { kind: w })
+        (OwnedReadHalf { kind: r }, OwnedWriteHalf { kind: Some(w) })
     }
 }
 
@@ -189,13 +204,22 @@ impl AsyncRead for OwnedReadHalf {
     }
 }
 
+impl OwnedWriteHalf {
+    fn kind(&mut self) -> io::Result<&mut WriteKind> {
+        self.kind
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "the write half is gone"))
+    }
+}
+
 impl AsyncWrite for OwnedWriteHalf {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        dispatch!(&mut self.kind, WriteKind, s => Pin::new(s).poll_write(cx, buf))
+        let kind = self.kind()?;
+        dispatch!(kind, WriteKind, s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -203,19 +227,25 @@ impl AsyncWrite for OwnedWriteHalf {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        dispatch!(&mut self.kind, WriteKind, s => Pin::new(s).poll_write_vectored(cx, bufs))
+        let kind = self.kind()?;
+        dispatch!(kind, WriteKind, s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        dispatch!(&self.kind, WriteKind, s => s.is_write_vectored())
+        match &self.kind {
+            Some(kind) => dispatch!(kind, WriteKind, s => s.is_write_vectored()),
+            None => false,
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        dispatch!(&mut self.kind, WriteKind, s => Pin::new(s).poll_flush(cx))
+        let kind = self.kind()?;
+        dispatch!(kind, WriteKind, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        dispatch!(&mut self.kind, WriteKind, s => Pin::new(s).poll_shutdown(cx))
+        let kind = self.kind()?;
+        dispatch!(kind, WriteKind, s => Pin::new(s).poll_shutdown(cx))
     }
 }
 

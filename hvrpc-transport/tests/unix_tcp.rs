@@ -241,3 +241,82 @@ async fn tcp_timeout_is_bounded() {
     );
     assert!(started.elapsed() < STEP);
 }
+
+/// Reliability #6: dropping a write half must not shut the stream down (the peer would read
+/// end-of-stream while this side still reads). Only dropping both halves closes it.
+async fn dropping_the_write_half_does_not_shut_down(endpoint: Endpoint) {
+    let listener = Listener::bind(&endpoint).await.unwrap();
+    let bound = listener.local_endpoint().clone();
+    let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+    let client = connect(&bound).await.unwrap();
+    let mut server = accept.await.unwrap();
+    let (mut r, w) = client.into_split();
+    drop(w);
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_millis(300), server.read(&mut byte)).await;
+    assert!(
+        read.is_err(),
+        "the peer saw the stream end after the write half was dropped: {read:?}"
+    );
+    // The read half still works...
+    server.write_all(b"still here").await.unwrap();
+    let mut buf = [0u8; 10];
+    r.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still here");
+    // ...and dropping it too closes the stream.
+    drop(r);
+    let n = tokio::time::timeout(STEP, server.read(&mut byte))
+        .await
+        .expect("no end of stream after both halves were dropped");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+}
+
+#[tokio::test]
+async fn dropping_the_write_half_does_not_shut_down_unix() {
+    let dir = tempfile::tempdir().unwrap();
+    dropping_the_write_half_does_not_shut_down(Endpoint::unix(dir.path().join("h.sock"))).await;
+}
+
+#[tokio::test]
+async fn dropping_the_write_half_does_not_shut_down_tcp() {
+    dropping_the_write_half_does_not_shut_down("tcp://127.0.0.1:0".parse().unwrap()).await;
+}
+
+/// Reliability #15: binding over a socket file whose listener is alive but not accepting (its
+/// backlog full) must answer `AddrInUse` at once, not block the runtime in a `connect` probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_over_a_busy_listener_does_not_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.sock");
+    // A listener with a backlog of 1 that never accepts, filled with non-blocking connects.
+    let busy = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    busy.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+    busy.listen(1).unwrap();
+    let mut fill = Vec::new();
+    for _ in 0..64 {
+        let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        match s.connect(&socket2::SockAddr::unix(&path).unwrap()) {
+            Ok(()) => fill.push(s),
+            Err(_) => break,
+        }
+    }
+    let ep = Endpoint::unix(&path);
+    let bind = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(Listener::bind(&ep)).map(|_| ())
+    });
+    let r = tokio::time::timeout(Duration::from_secs(5), bind).await;
+    let Ok(r) = r else {
+        // Unblock the probe so the test process can exit.
+        drop(fill);
+        drop(busy);
+        panic!("bind blocked on a listener that does not accept");
+    };
+    let err = r.unwrap().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    drop((fill, busy));
+}

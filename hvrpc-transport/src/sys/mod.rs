@@ -67,6 +67,12 @@ mod af_hyperv;
 #[cfg(windows)]
 pub(crate) use af_hyperv::{HvListener, HvReadHalf, HvStream, HvWriteHalf, connect as hv_connect};
 
+/// Drops a Hyper-V write half (a tokio TCP half) without shutting the stream down.
+#[cfg(windows)]
+pub(crate) fn hv_forget(w: HvWriteHalf) {
+    w.forget();
+}
+
 #[cfg(windows)]
 pub(crate) fn hv_bind(
     addr: crate::HvSocketAddr,
@@ -100,6 +106,10 @@ mod no_hyperv {
     pub(crate) fn hv_bind(_: HvSocketAddr, _: &SocketOptions) -> io::Result<Never> {
         unsupported(MSG)
     }
+
+    pub(crate) fn hv_forget(never: Never) {
+        match never {}
+    }
 }
 #[cfg(not(windows))]
 pub(crate) use no_hyperv::*;
@@ -112,6 +122,13 @@ pub(crate) use unix_socket::{
     UnixReadHalf, UnixSocketListener, UnixSocketStream, UnixWriteHalf, accept as unix_accept,
     bind as unix_bind, connect as unix_connect,
 };
+
+/// Drops a Unix write half without shutting the stream down (tokio's halves shut the write
+/// direction down when dropped; the stream closes with its read half instead).
+#[cfg(unix)]
+pub(crate) fn unix_forget(w: UnixWriteHalf) {
+    w.forget();
+}
 
 #[cfg(not(unix))]
 mod no_unix {
@@ -137,6 +154,10 @@ mod no_unix {
 
     pub(crate) async fn unix_accept(never: &Never) -> io::Result<(Never, Option<PathBuf>)> {
         match *never {}
+    }
+
+    pub(crate) fn unix_forget(never: Never) {
+        match never {}
     }
 }
 #[cfg(not(unix))]

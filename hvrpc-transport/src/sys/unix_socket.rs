@@ -21,11 +21,7 @@ pub(crate) fn bind(path: &Path) -> io::Result<UnixListener> {
             let is_socket = std::fs::symlink_metadata(path)
                 .map(|m| m.file_type().is_socket())
                 .unwrap_or(false);
-            let stale = is_socket
-                && matches!(
-                    std::os::unix::net::UnixStream::connect(path),
-                    Err(ref c) if c.kind() == io::ErrorKind::ConnectionRefused
-                );
+            let stale = is_socket && nobody_listens(path);
             if !stale {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
@@ -38,6 +34,18 @@ pub(crate) fn bind(path: &Path) -> io::Result<UnixListener> {
         }
         other => other,
     }
+}
+
+/// Whether connecting to the socket file `path` is refused: nobody listens on it. The probe
+/// never blocks: a listener that is alive but does not accept (its backlog full) answers
+/// `EAGAIN` to a non-blocking connect, and counts as listening.
+fn nobody_listens(path: &Path) -> bool {
+    let probe = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)
+        .and_then(|s| s.set_nonblocking(true).map(|()| s));
+    let (Ok(probe), Ok(addr)) = (probe, socket2::SockAddr::unix(path)) else {
+        return false;
+    };
+    matches!(probe.connect(&addr), Err(e) if e.kind() == io::ErrorKind::ConnectionRefused)
 }
 
 /// Accepts a connection and returns it with the peer's socket path (`None` when unnamed).
