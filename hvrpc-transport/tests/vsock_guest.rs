@@ -71,6 +71,28 @@ async fn loopback_echo_with_large_buffers() {
     loopback_echo(SocketOptions::new().buffer_size(256 * 1024), MIB).await;
 }
 
+/// Reliability #10: an unbounded connect timeout (`Duration::MAX`) is clamped to what the
+/// kernel takes instead of failing every connect with `ERANGE`.
+#[tokio::test]
+async fn an_unbounded_connect_timeout_still_connects() {
+    if !in_guest() {
+        return;
+    }
+    let listener = Listener::bind(&"vsock://any:any".parse().unwrap())
+        .await
+        .unwrap();
+    let Endpoint::Vsock(bound) = listener.local_endpoint().clone() else {
+        panic!("not a vsock endpoint: {}", listener.local_endpoint());
+    };
+    let accept = tokio::spawn(async move { listener.accept().await.map(|_| ()) });
+    let target = Endpoint::Vsock(VsockAddr::new(VsockAddr::LOCAL_CID, bound.port));
+    let opts = ConnectOptions::new().timeout(Duration::MAX);
+    connect_with(&target, &opts)
+        .await
+        .expect("connect with a Duration::MAX timeout");
+    accept.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn local_cid_query() {
     if !in_guest() {

@@ -219,6 +219,23 @@ fn vsock_addr_of(addr: &SockAddr) -> io::Result<VsockAddr> {
         })
 }
 
+/// The longest connect timeout the kernel takes: it refuses (`ERANGE`) seconds from
+/// `MAX_SCHEDULE_TIMEOUT / HZ - 1` on, which on 32-bit kernels with `HZ` = 1000 is 2 147 482.
+/// The caller's own timer bounds longer waits.
+const MAX_CONNECT_TIMEOUT_SECS: u64 = 2_000_000;
+
+/// `timeout` as the `timeval` of `SO_VM_SOCKETS_CONNECT_TIMEOUT`, clamped to what every
+/// kernel accepts.
+fn connect_timeout(timeout: Duration) -> libc::timeval {
+    let clamped = timeout.min(Duration::from_secs(MAX_CONNECT_TIMEOUT_SECS));
+    libc::timeval {
+        // At most MAX_CONNECT_TIMEOUT_SECS, which fits every time_t.
+        tv_sec: clamped.as_secs() as libc::time_t,
+        // Always below 1_000_000, so it fits every suseconds_t.
+        tv_usec: clamped.subsec_micros() as libc::suseconds_t,
+    }
+}
+
 /// Connects to `addr`. The caller bounds the wait with its own timeout; the kernel's vsock
 /// connect timeout (2 s by default) is raised to `timeout` so it does not cut the wait short.
 pub(crate) async fn connect(
@@ -227,12 +244,12 @@ pub(crate) async fn connect(
     timeout: Duration,
 ) -> io::Result<VsockStream> {
     let socket = new_socket(opts)?;
-    let tv = libc::timeval {
-        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        // Always below 1_000_000, so it fits every suseconds_t.
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    setsockopt(&socket, AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT, &tv)?;
+    setsockopt(
+        &socket,
+        AF_VSOCK,
+        SO_VM_SOCKETS_CONNECT_TIMEOUT,
+        &connect_timeout(timeout),
+    )?;
     match socket.connect(&SockAddr::vsock(addr.cid, addr.port)) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -313,4 +330,18 @@ pub(crate) fn local_cid() -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     Ok(cid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_timeouts_are_clamped_to_what_the_kernel_takes() {
+        let tv = connect_timeout(Duration::MAX);
+        assert_eq!(tv.tv_sec, MAX_CONNECT_TIMEOUT_SECS as libc::time_t);
+        assert_eq!(tv.tv_usec, 0);
+        let tv = connect_timeout(Duration::from_millis(2500));
+        assert_eq!((tv.tv_sec, tv.tv_usec), (2, 500_000));
+    }
 }
