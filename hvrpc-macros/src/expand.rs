@@ -339,7 +339,11 @@ impl<'a> Generator<'a> {
             );
             let handler = match &m.output {
                 Output::Streaming(_) => quote!(#rt::Handler::streaming),
+                Output::Plain(t) if is_byte_string(t) && m.blocking => {
+                    quote!(#rt::Handler::blocking_bytes)
+                }
                 Output::Plain(t) if is_byte_string(t) => quote!(#rt::Handler::unary_bytes),
+                _ if m.blocking => quote!(#rt::Handler::blocking),
                 _ => quote!(#rt::Handler::unary),
             };
             let call = quote!(#trait_name::#ident(&*service, ctx, #(#vars),*).await);

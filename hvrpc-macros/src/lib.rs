@@ -14,7 +14,7 @@ pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
         Ok(service) => expand::expand(&service).into(),
         Err(err) => {
             // Keep the user's item so that IDEs and later errors still see it.
-            let mut out = item2;
+            let mut out = parse::without_options(item2);
             out.extend(err.into_compile_error());
             out.into()
         }

@@ -48,7 +48,10 @@ pub(crate) enum Output {
 }
 
 pub(crate) struct Method {
+    /// The method's attributes, without hvrpc's own.
     pub(crate) attrs: Vec<Attribute>,
+    /// `#[hvrpc(blocking)]`: the handler runs on a thread for blocking work.
+    pub(crate) blocking: bool,
     pub(crate) ident: Ident,
     pub(crate) args: Vec<(Ident, Type)>,
     pub(crate) output: Output,
@@ -249,13 +252,57 @@ fn parse_method(item: &TraitItem) -> syn::Result<Method> {
     }
     let ret_tokens = quote::quote!(#ret).to_string();
     let output = classify(&ret);
+    let (attrs, blocking) = method_options(&f.attrs)?;
+    if blocking && let Output::Streaming(_) = output {
+        return err(
+            sig.ident.span(),
+            "`#[hvrpc(blocking)]` is for unary methods: a stream's producer already runs in a \
+             task of its own (do blocking work there with `tokio::task::spawn_blocking`)",
+        );
+    }
     Ok(Method {
-        attrs: f.attrs.clone(),
+        attrs,
+        blocking,
         ident,
         args,
         output,
         ret_tokens,
     })
+}
+
+/// The item with hvrpc's own method options (`#[hvrpc(…)]`) taken out, as emitted beside a
+/// compile error: the rest still compiles without them.
+pub(crate) fn without_options(item: TokenStream) -> TokenStream {
+    let Ok(mut t) = syn::parse2::<ItemTrait>(item.clone()) else {
+        return item;
+    };
+    for it in &mut t.items {
+        if let TraitItem::Fn(f) = it {
+            f.attrs.retain(|a| !a.path().is_ident("hvrpc"));
+        }
+    }
+    quote::quote!(#t)
+}
+
+/// Splits hvrpc's own method options (`#[hvrpc(blocking)]`) from the other attributes.
+fn method_options(attrs: &[Attribute]) -> syn::Result<(Vec<Attribute>, bool)> {
+    let mut blocking = false;
+    let mut rest = Vec::new();
+    for a in attrs {
+        if !a.path().is_ident("hvrpc") {
+            rest.push(a.clone());
+            continue;
+        }
+        a.parse_nested_meta(|meta| {
+            if meta.path.is_ident("blocking") {
+                blocking = true;
+                Ok(())
+            } else {
+                Err(meta.error("unknown method option: expected `blocking`"))
+            }
+        })?;
+    }
+    Ok((rest, blocking))
 }
 
 /// The generic arguments of `ty`'s last path segment if it is named `name`.

@@ -1,5 +1,5 @@
-//! The client side: [`Channel`] (a connection that re-dials when it breaks), [`Connector`] (how
-//! to dial, and what to serve back to the peer), and [`CallOptions`].
+//! The client side: [`Connector`] (how to dial, and what to serve back to the peer),
+//! [`CallOptions`], and the calls generated clients make.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,11 +10,10 @@ use hvrpc_transport::{Endpoint, PeerAddr, connect_with};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
-use tracing::Instrument;
 
+use crate::channel::Channel;
 use crate::config::Config;
-use crate::connection::{Connection, HandshakeParams, Pending, Services};
+use crate::connection::{Connection, HandshakeParams, Services};
 use crate::error::Error;
 use crate::protocol::{self, ServiceInfo};
 use crate::service::{Service, ServiceDef};
@@ -86,14 +85,12 @@ impl Connector {
 
     /// A channel that dials on its first call.
     pub fn lazy(self, endpoint: &Endpoint) -> Channel {
-        Channel {
-            inner: Arc::new(Inner::Dial {
-                endpoint: endpoint.clone(),
-                connector: self,
-                current: tokio::sync::Mutex::new(None),
-                fast: std::sync::Mutex::new(None),
-            }),
-        }
+        Channel::dialling(endpoint.clone(), self)
+    }
+
+    /// The configuration.
+    pub(crate) fn configuration(&self) -> &Config {
+        &self.config
     }
 
     /// Runs the handshake over an already connected stream (any `AsyncRead + AsyncWrite`: a
@@ -106,92 +103,13 @@ impl Connector {
         Connection::establish(r, w, peer, self.params()).await
     }
 
-    async fn dial(&self, endpoint: &Endpoint) -> Result<Connection, Error> {
+    pub(crate) async fn dial(&self, endpoint: &Endpoint) -> Result<Connection, Error> {
         let stream = connect_with(endpoint, &self.config.connect)
             .await
             .map_err(|e| Error::Connect(Arc::new(e)))?;
         let peer = stream.peer_addr().clone();
         let (r, w) = stream.into_split();
         Connection::establish(r, w, peer, self.params()).await
-    }
-}
-
-/// A client's way to its server: a fixed connection, or an endpoint that is re-dialled when the
-/// connection breaks. Calls in flight on a broken connection fail with
-/// [`Error::ConnectionLost`]; they are never re-sent.
-#[derive(Clone)]
-pub struct Channel {
-    inner: Arc<Inner>,
-}
-
-#[allow(clippy::large_enum_variant, reason = "one per channel, behind an Arc")]
-enum Inner {
-    Fixed(Connection),
-    Dial {
-        endpoint: Endpoint,
-        connector: Connector,
-        /// Held while dialling, so that concurrent callers dial once.
-        current: tokio::sync::Mutex<Option<Connection>>,
-        /// The usable connection, read by every call without waiting (a short
-        /// uncontended-in-practice std lock, never held across an await).
-        fast: std::sync::Mutex<Option<Connection>>,
-    },
-}
-
-impl fmt::Debug for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &*self.inner {
-            Inner::Fixed(c) => f.debug_tuple("Channel").field(c).finish(),
-            Inner::Dial { endpoint, .. } => write!(f, "Channel({endpoint})"),
-        }
-    }
-}
-
-impl From<Connection> for Channel {
-    fn from(conn: Connection) -> Self {
-        Channel {
-            inner: Arc::new(Inner::Fixed(conn)),
-        }
-    }
-}
-
-impl Channel {
-    /// The current connection, dialling (again) if there is none or it broke.
-    pub async fn connection(&self) -> Result<Connection, Error> {
-        match &*self.inner {
-            Inner::Fixed(conn) if conn.is_closed() => Err(conn.shared().lost()),
-            Inner::Fixed(conn) => Ok(conn.clone()),
-            Inner::Dial {
-                endpoint,
-                connector,
-                current,
-                fast,
-            } => {
-                let usable =
-                    |slot: &Option<Connection>| slot.as_ref().filter(|c| c.is_usable()).cloned();
-                if let Some(conn) = usable(&fast.lock().unwrap_or_else(|p| p.into_inner())) {
-                    return Ok(conn);
-                }
-                let mut current = current.lock().await;
-                if let Some(conn) = usable(&current) {
-                    return Ok(conn);
-                }
-                let conn = connector
-                    .dial(endpoint)
-                    .instrument(tracing::debug_span!("hvrpc.dial", %endpoint))
-                    .await?;
-                *current = Some(conn.clone());
-                *fast.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
-                Ok(conn)
-            }
-        }
-    }
-
-    fn default_deadline(&self, conn: &Connection) -> Option<Duration> {
-        match &*self.inner {
-            Inner::Dial { connector, .. } => connector.config.default_deadline,
-            Inner::Fixed(_) => conn.shared().default_deadline(),
-        }
     }
 }
 
@@ -240,10 +158,32 @@ fn method_name<S: ServiceDef>(method: u32) -> &'static str {
     S::METHODS.get(method as usize).copied().unwrap_or("?")
 }
 
-async fn prepare<S: ServiceDef>(channel: &Channel) -> Result<(Connection, u32), Error> {
-    let conn = channel.connection().await?;
+/// The connection, the service's index on it, and the time left of the call's deadline
+/// (`timeout`, from now). Waiting for a dial counts against the deadline.
+async fn prepare<S: ServiceDef>(
+    channel: &Channel,
+    timeout: Option<Duration>,
+) -> Result<(Connection, u32, Option<Duration>), Error> {
+    let conn = match channel.ready() {
+        // The usual case: no timer, no waiting.
+        Some(conn) => (conn, timeout),
+        None => {
+            let started = tokio::time::Instant::now();
+            let conn = match timeout {
+                Some(t) => tokio::time::timeout(t, channel.connection())
+                    .await
+                    .map_err(|_| Error::DeadlineExceeded)??,
+                None => channel.connection().await?,
+            };
+            (conn, timeout.map(|t| t.saturating_sub(started.elapsed())))
+        }
+    };
+    let (conn, left) = conn;
+    if left == Some(Duration::ZERO) {
+        return Err(Error::DeadlineExceeded);
+    }
     let index = conn.service_index(S::NAME, S::FINGERPRINT)?;
-    Ok((conn, index))
+    Ok((conn, index, left))
 }
 
 /// A unary call (used by generated clients). `tail` is a byte string that ends the arguments,
@@ -297,8 +237,8 @@ where
 {
     // No span per call: entering and leaving one on every poll cost more than a tenth of a
     // call's instructions. What a call logs is logged where it happens (dialling has a span).
-    let (conn, service) = prepare::<S>(channel).await?;
-    let timeout = opts.resolve(channel.default_deadline(&conn), false);
+    let timeout = opts.resolve(channel.default_deadline(), false);
+    let (conn, service, timeout) = prepare::<S>(channel, timeout).await?;
     conn.call_unary(service, method, args, tail, timeout).await
 }
 
@@ -326,22 +266,9 @@ where
     A: Serialize + ?Sized,
     T: DeserializeOwned + Send + 'static,
 {
-    let (conn, service) = prepare::<S>(channel).await?;
-    let timeout = opts.resolve(channel.default_deadline(&conn), true);
-    let window = conn.shared().stream_window();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let guard = conn
-        .start_call(
-            service,
-            method,
-            (args, tail),
-            timeout,
-            || Pending::Stream {
-                tx,
-                credit: u64::from(window),
-            },
-            window,
-        )
-        .await?;
-    Ok(Streaming::remote(rx, guard, window))
+    let timeout = opts.resolve(channel.default_deadline(), true);
+    let (conn, service, timeout) = prepare::<S>(channel, timeout).await?;
+    let window = conn.stream_window();
+    let call = conn.start_call(service, method, (args, tail), timeout, Some(window))?;
+    Ok(Streaming::remote(call, window))
 }

@@ -53,6 +53,15 @@ pub struct Config {
     /// Graceful shutdown: how long in-flight calls may take to finish after a go-away.
     /// Default 10 s.
     pub shutdown_grace: Duration,
+    /// The longest any of the peer's calls may run here: calls without a deadline, or with a
+    /// longer one, get this one (and end with `DeadlineExceeded` when it passes). Default:
+    /// none, since streams that run for days (logs, events) are legitimate; set it where
+    /// every call is short.
+    pub max_deadline: Option<Duration>,
+    /// Bytes of the peer's requests this side holds at once (the bodies of calls admitted and
+    /// not finished); requests beyond it are refused with `ResourceExhausted`, so a peer cannot
+    /// park unbounded memory in slow handlers. Default 64 MiB.
+    pub max_request_bytes: usize,
     /// Clients: how to connect and reconnect (timeout, retries with backoff, socket options).
     pub connect: ConnectOptions,
 }
@@ -72,6 +81,8 @@ impl Default for Config {
             stream_window: 16,
             send_buffer: 8 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            max_deadline: None,
+            max_request_bytes: 64 * 1024 * 1024,
             connect: ConnectOptions::default(),
         }
     }

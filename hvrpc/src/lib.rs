@@ -71,18 +71,22 @@
     )
 )]
 
+mod channel;
 mod client;
 mod config;
 mod connection;
 pub mod discover;
+mod engine;
 mod error;
+mod link;
 mod protocol;
 mod server;
 mod service;
 mod streaming;
 mod wire_bytes;
 
-pub use client::{CallOptions, Channel, Connector};
+pub use channel::Channel;
+pub use client::{CallOptions, Connector};
 pub use config::Config;
 pub use connection::Connection;
 pub use error::{Error, ErrorCode};
@@ -120,9 +124,15 @@ pub use streaming::{StreamClosed, StreamSender, Streaming};
 ///
 /// * `trait GuestInfo`: the server side. Each method gains `&self` and a [`Context`] and returns
 ///   a `Send` future: implement it with `async fn`. A handler that finishes without waiting is
-///   answered straight from the connection's reader (no task of its own, which is what makes
-///   small calls cheap); one that waits moves to a task of its own. Either way, keep blocking
-///   work out of handlers (`tokio::task::spawn_blocking`): it would hold up the connection.
+///   answered by the connection's dispatcher task (no task of its own, which is what makes
+///   small calls cheap); one that waits moves to a task of its own. Handlers never run on the
+///   task that reads the connection, so keepalive and deadlines go on whatever they do; a
+///   handler that blocks its thread holds up only the calls queued behind it on the same
+///   connection, for a few milliseconds, until the connection moves them to a new dispatcher.
+///   Mark a method that does blocking work (file I/O, running a process, a long computation)
+///   `#[hvrpc(blocking)]`: it then runs on a thread meant for blocking work
+///   (`tokio::task::spawn_blocking`) and costs no runtime worker at all — even a
+///   single-threaded runtime stays responsive.
 /// * `GuestInfoServer<S>`: wraps an implementation for [`Server::add_service`] (or
 ///   [`Connector::serve`]).
 /// * `GuestInfoClient`: one async method per RPC returning `Result<T, hvrpc::Error>`
@@ -144,9 +154,8 @@ pub use bytes::Bytes;
 /// What generated code uses. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::client::{
-        CallOptions, Channel, Connector, call_streaming, call_unary, call_unary_bytes,
-    };
+    pub use crate::channel::Channel;
+    pub use crate::client::{CallOptions, Connector, call_streaming, call_unary, call_unary_bytes};
     pub use crate::error::{Error, ErrorCode};
     pub use crate::service::{Body, Client, Context, Handler, Service, ServiceDef};
     pub use crate::streaming::Streaming;

@@ -224,6 +224,7 @@ impl FrameBuf {
     }
 
     /// Appends the postcard encoding of `value` as (part of) the body.
+    #[cfg(test)]
     pub(crate) fn body<T: Serialize + ?Sized>(&mut self, value: &T) -> postcard::Result<()> {
         encode_into(value, &mut self.buf)
     }
@@ -252,21 +253,6 @@ impl FrameBuf {
             prefix.copy_from_slice(&len32.to_be_bytes());
         }
         Ok(())
-    }
-
-    /// Ends the body with the byte string `tail` (its length here, the bytes themselves left
-    /// where they are) and returns the frame, or the payload length if it exceeds `max`.
-    pub(crate) fn finish_with_tail(mut self, tail: Bytes, max: usize) -> Result<Frame, usize> {
-        put_len_varint(tail.len(), &mut self.buf);
-        if tail.len() <= INLINE_TAIL {
-            self.buf.extend_from_slice(&tail);
-            return self.finish(max).map(Frame::from);
-        }
-        self.set_len(tail.len(), max)?;
-        Ok(Frame {
-            head: self.buf.freeze(),
-            tail,
-        })
     }
 }
 
@@ -538,27 +524,25 @@ mod tests {
             let mut whole = FrameBuf::new(&header, 0);
             whole.body(&(7u32, "x", &data)).unwrap();
             let whole = whole.finish(usize::MAX).unwrap();
-            let mut split = FrameBuf::new(&header, 0);
-            split.body(&(7u32, "x")).unwrap();
-            let split = split
-                .finish_with_tail(Bytes::from(data.clone()), usize::MAX)
-                .unwrap();
+            let split =
+                crate::service::Body::encode_args(&(7u32, "x"), Some(Bytes::from(data.clone())))
+                    .unwrap()
+                    .into_frame(&header, usize::MAX)
+                    .unwrap();
             assert_eq!(split.len(), whole.len(), "len {len}");
             assert_eq!(
                 [&split.head[..], &split.tail[..]].concat(),
                 whole,
                 "len {len}"
             );
-            // The limit counts the tail.
+            // Long byte strings stay apart; the limit counts them.
+            assert_eq!(split.tail.len(), if len > INLINE_TAIL { len } else { 0 });
             let limit = whole.len() - 4;
-            let mut again = FrameBuf::new(&header, 0);
-            again.body(&(7u32, "x")).unwrap();
-            assert_eq!(
-                again
-                    .finish_with_tail(Bytes::from(data), limit - 1)
-                    .unwrap_err(),
-                limit
-            );
+            let again = crate::service::Body::encode_args(&(7u32, "x"), Some(Bytes::from(data)))
+                .unwrap()
+                .into_frame(&header, limit - 1)
+                .unwrap_err();
+            assert_eq!(again, limit);
         }
     }
 

@@ -12,8 +12,8 @@ use hvrpc_transport::{PeerAddr, ServiceId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
+use crate::engine::Cancel;
 use crate::error::{Error, ErrorCode};
 use crate::protocol::{self, Frame, Header, ServiceInfo};
 use crate::streaming::Streaming;
@@ -74,6 +74,8 @@ pub trait Service: Send + Sync + 'static {
 pub enum Handler {
     /// A unary method: one encoded value.
     Unary(BoxFuture<'static, Result<Body, Error>>),
+    /// A unary method marked `#[hvrpc(blocking)]`: run on a thread for blocking work.
+    Blocking(BoxFuture<'static, Result<Body, Error>>),
     /// A server-streaming method: a stream of encoded items, ending in `Ok(())` or an error.
     Streaming(BoxFuture<'static, BoxStream<'static, Result<Body, Error>>>),
 }
@@ -86,6 +88,25 @@ impl Handler {
         F: Future<Output = T> + Send + 'static,
     {
         Handler::Unary(Box::pin(async move { Body::encode(&fut.await) }))
+    }
+
+    /// Wraps the future of a method marked `#[hvrpc(blocking)]`: the runtime runs it on a
+    /// thread meant for blocking work (`tokio::task::spawn_blocking`), never on the
+    /// connection's tasks or the runtime's worker threads.
+    pub fn blocking<T, F>(fut: F) -> Handler
+    where
+        T: Serialize + Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        Handler::Blocking(Box::pin(async move { Body::encode(&fut.await) }))
+    }
+
+    /// [`blocking`](Self::blocking) for a byte-string result.
+    pub fn blocking_bytes<F>(fut: F) -> Handler
+    where
+        F: Future<Output = Bytes> + Send + 'static,
+    {
+        Handler::Blocking(Box::pin(async move { Ok(Body::from_bytes(fut.await)) }))
     }
 
     /// Wraps a unary handler future whose value is a byte string, sent without copying it.
@@ -110,9 +131,9 @@ impl Handler {
     }
 }
 
-/// Room left in front of an encoded body for the length prefix and a response or stream-item
-/// header (`4 + 1 + 10 + 1` bytes at most), so that the frame is built without copying.
-const HEADROOM: usize = 16;
+/// Room left in front of an encoded body for the length prefix and any frame header (a Request:
+/// `4 + 1 + 10 + 5 + 5 + 11 + 5` bytes at most), so that the frame is built without copying.
+const HEADROOM: usize = 48;
 
 /// An encoded value with room in front for its frame header, and possibly a byte payload at
 /// its end that is written without being copied (`tail`).
@@ -133,6 +154,24 @@ impl Body {
             buf,
             tail: Bytes::new(),
         })
+    }
+
+    /// The arguments `args` of a request, then (if any) the byte string `tail` that ends them,
+    /// encoded like `&[u8]` and not copied if it is long.
+    pub(crate) fn encode_args<T: Serialize + ?Sized>(
+        args: &T,
+        tail: Option<Bytes>,
+    ) -> Result<Body, Error> {
+        let mut body = Self::encode(args)?;
+        if let Some(tail) = tail {
+            protocol::put_len_varint(tail.len(), &mut body.buf);
+            if tail.len() <= protocol::INLINE_TAIL {
+                body.buf.extend_from_slice(&tail);
+            } else {
+                body.tail = tail;
+            }
+        }
+        Ok(body)
     }
 
     /// A byte string as the value, encoded exactly like `&[u8]` but without copying `bytes`.
@@ -190,7 +229,7 @@ impl Body {
 pub struct Context {
     pub(crate) peer: Arc<PeerAddr>,
     pub(crate) deadline: Option<Instant>,
-    pub(crate) cancel: CancellationToken,
+    pub(crate) cancel: Arc<Cancel>,
     pub(crate) service: &'static str,
     pub(crate) method: &'static str,
 }
@@ -202,7 +241,7 @@ impl Context {
         Self {
             peer: Arc::new(peer),
             deadline: None,
-            cancel: CancellationToken::new(),
+            cancel: Arc::default(),
             service: "",
             method: "",
         }
@@ -229,7 +268,7 @@ impl Context {
     /// server is shutting down). The handler's future is dropped at that point anyway; this is
     /// for work a handler hands to other tasks.
     pub async fn cancelled(&self) {
-        self.cancel.cancelled().await
+        std::future::poll_fn(|cx| self.cancel.poll_cancelled(cx)).await
     }
 
     /// Whether the call has been cancelled.

@@ -9,8 +9,8 @@ use futures_util::stream::{BoxStream, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::connection::{CallGuard, StreamEvent};
 use crate::error::Error;
+use crate::link::CallHandle;
 use crate::protocol;
 
 /// A stream of `T` produced by a server-streaming method (`-> hvrpc::Streaming<T>`).
@@ -30,11 +30,9 @@ enum Inner<T> {
 }
 
 struct Remote<T> {
-    rx: mpsc::UnboundedReceiver<StreamEvent>,
-    guard: CallGuard,
+    call: CallHandle,
     window: u32,
     consumed: u32,
-    done: bool,
     _item: PhantomData<fn() -> T>,
 }
 
@@ -42,7 +40,7 @@ impl<T> fmt::Debug for Streaming<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
             Inner::Local(_) => f.write_str("Streaming(local)"),
-            Inner::Remote(r) => write!(f, "Streaming(call {})", r.guard.id),
+            Inner::Remote(r) => write!(f, "Streaming(call {})", r.call.id),
         }
     }
 }
@@ -77,18 +75,12 @@ impl<T: Send + 'static> Streaming<T> {
         (StreamSender { tx }, Self::new(stream))
     }
 
-    pub(crate) fn remote(
-        rx: mpsc::UnboundedReceiver<StreamEvent>,
-        guard: CallGuard,
-        window: u32,
-    ) -> Self {
+    pub(crate) fn remote(call: CallHandle, window: u32) -> Self {
         Self {
             inner: Inner::Remote(Remote {
-                rx,
-                guard,
+                call,
                 window,
                 consumed: 0,
-                done: false,
                 _item: PhantomData,
             }),
         }
@@ -140,32 +132,21 @@ impl<T: DeserializeOwned> Stream for Streaming<T> {
             Inner::Local(s) => return s.poll_next_unpin(cx),
             Inner::Remote(r) => r,
         };
-        if r.done {
-            return Poll::Ready(None);
-        }
-        match ready!(r.rx.poll_recv(cx)) {
-            Some(StreamEvent::Item(bytes)) => {
+        match ready!(r.call.poll_item(cx)) {
+            Some(Ok(bytes)) => {
                 r.consumed += 1;
                 // Grant more once half the window is used, so the producer never stalls on a
                 // consumer that keeps up.
                 if r.consumed >= (r.window / 2).max(1) {
-                    r.guard.conn.shared().grant_credit(r.guard.id, r.consumed);
+                    r.call.grant(r.consumed);
                     r.consumed = 0;
                 }
                 Poll::Ready(Some(protocol::decode_exact(&bytes).map_err(|e| {
                     Error::Protocol(format!("cannot decode a stream item: {e}").into())
                 })))
             }
-            Some(StreamEvent::End(result)) => {
-                r.done = true;
-                r.guard.armed = false;
-                Poll::Ready(result.err().map(Err))
-            }
-            None => {
-                r.done = true;
-                r.guard.armed = false;
-                Poll::Ready(Some(Err(r.guard.conn.shared().lost())))
-            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            None => Poll::Ready(None),
         }
     }
 }

@@ -20,6 +20,12 @@ pub trait GuestInfo {
     async fn read_file(path: String, max: u64) -> Result<Vec<u8>, FsError>;
     /// A stream.
     async fn watch_load(interval_ms: u32) -> hvrpc::Streaming<Load>;
+    /// Blocking work, run on a thread for it.
+    #[hvrpc(blocking)]
+    async fn exec(cmd: String) -> Result<i32, FsError>;
+    /// Blocking work with a byte-string result.
+    #[hvrpc(blocking)]
+    async fn slurp(path: String) -> Vec<u8>;
 }
 
 /// A Windows-only service with a name of its own.
@@ -41,13 +47,22 @@ impl GuestInfo for Agent {
     async fn watch_load(&self, _ctx: hvrpc::Context, _interval_ms: u32) -> hvrpc::Streaming<Load> {
         hvrpc::Streaming::iter(vec![Load(0.5)])
     }
+    async fn exec(&self, _ctx: hvrpc::Context, cmd: String) -> Result<i32, FsError> {
+        Err(FsError(cmd))
+    }
+    async fn slurp(&self, _ctx: hvrpc::Context, path: String) -> Vec<u8> {
+        path.into_bytes()
+    }
 }
 
 fn main() {
     use hvrpc::ServiceDef;
     assert_eq!(GuestInfoClient::NAME, "GuestInfo");
     assert_eq!(GuestInfoClient::ID.vsock_port(), Some(0x4856));
-    assert_eq!(GuestInfoClient::METHODS, ["ping", "hostname", "read_file", "watch_load"]);
+    assert_eq!(
+        GuestInfoClient::METHODS,
+        ["ping", "hostname", "read_file", "watch_load", "exec", "slurp"]
+    );
     assert_eq!(AdminClient::NAME, "host.Admin");
     assert_eq!(AdminClient::ID.to_string(), "6c4eb1be-40e8-4c8b-a4d6-5b0f67d7e40f");
     assert_ne!(GuestInfoClient::FINGERPRINT, AdminClient::FINGERPRINT);
