@@ -29,6 +29,10 @@ pub(crate) struct ServerStats {
     pub(crate) rss_kib: u64,
     /// Connections accepted (hvrpc: handshakes completed) since it started.
     pub(crate) conns: usize,
+    /// Calls answered since it started.
+    pub(crate) served: u64,
+    /// CPU time used since it started, µs.
+    pub(crate) cpu_us: u64,
 }
 
 impl ServerProc {
@@ -79,14 +83,19 @@ impl ServerProc {
             .map_err(|e| format!("writing to the server process: {e}"))?;
         let line = self.line()?;
         let mut words = line.split_whitespace();
-        match (words.next(), words.next(), words.next()) {
-            (Some("stats"), Some(rss), Some(conns)) => Ok(ServerStats {
-                rss_kib: rss
-                    .parse()
-                    .map_err(|_| format!("bad stats line {line:?}"))?,
-                conns: conns
-                    .parse()
-                    .map_err(|_| format!("bad stats line {line:?}"))?,
+        let bad = || format!("bad stats line {line:?}");
+        match (
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+        ) {
+            (Some("stats"), Some(rss), Some(conns), Some(served), Some(cpu)) => Ok(ServerStats {
+                rss_kib: rss.parse().map_err(|_| bad())?,
+                conns: conns.parse().map_err(|_| bad())?,
+                served: served.parse().map_err(|_| bad())?,
+                cpu_us: cpu.parse().map_err(|_| bad())?,
             }),
             _ => Err(format!("bad stats line {line:?}")),
         }

@@ -452,12 +452,16 @@ pub(crate) fn profile(
             ))
         }
         "throughput" => {
+            let mut server = server;
+            let s0 = server.stats()?;
             let rate = on_worker(
                 &rt,
                 async move { client::throughput(imp, &ep, n, dur).await },
             )?;
+            let s1 = server.stats()?;
+            let per_call = (s1.cpu_us - s0.cpu_us) as f64 / (s1.served - s0.served).max(1) as f64;
             Ok(format!(
-                "{imp} throughput, {n} in flight: {rate:.0} calls/s"
+                "{imp} throughput, {n} in flight: {rate:.0} calls/s; server CPU {per_call:.2} us/call"
             ))
         }
         "active" => {

@@ -44,7 +44,8 @@ pub(crate) fn main(imp: Impl, endpoint: &Endpoint) -> Result<(), String> {
     })
 }
 
-/// Answers `stats` with `stats <VmRSS KiB> <connections>`; exits the process at end of input.
+/// Answers `stats` with `stats <VmRSS KiB> <connections> <calls served> <CPU µs>`; exits the
+/// process at end of input (saying on standard error how many calls it served, for profilers).
 fn control_loop(conns: &Counter) {
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
@@ -52,11 +53,36 @@ fn control_loop(conns: &Counter) {
         if line.trim() == "stats" {
             let rss = vm_rss_kib().unwrap_or(0);
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "stats {rss} {}", conns.load(Ordering::SeqCst));
+            let _ = writeln!(
+                out,
+                "stats {rss} {} {} {}",
+                conns.load(Ordering::SeqCst),
+                crate::proto::SERVED.load(Ordering::Relaxed),
+                cpu_micros()
+            );
             let _ = out.flush();
         }
     }
+    eprintln!(
+        "[bench] server served {} calls",
+        crate::proto::SERVED.load(Ordering::Relaxed)
+    );
     std::process::exit(0);
+}
+
+/// CPU time (user and system) this process has used, in microseconds.
+#[allow(unsafe_code, reason = "std has no wrapper for getrusage")]
+pub(crate) fn cpu_micros() -> u64 {
+    // SAFETY: `getrusage` writes one `rusage` into the zeroed struct it is given.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut u) != 0 {
+            return 0;
+        }
+        u
+    };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    micros(usage.ru_utime) + micros(usage.ru_stime)
 }
 
 /// This process's resident set size from `/proc/self/status`, in KiB.
@@ -136,6 +162,7 @@ async fn raw_connection(stream: Stream) -> std::io::Result<()> {
         let op = r.read_u8().await?;
         payload.resize(len - raw::HEAD, 0);
         r.read_exact(&mut payload).await?;
+        crate::proto::served();
         match op {
             raw::OP_ADD => {
                 let mut a = [0u8; 8];
