@@ -54,6 +54,7 @@ pub mod addr;
 mod connect;
 pub mod discovery;
 pub mod framing;
+mod options;
 pub mod registry;
 mod stream;
 mod sys;
@@ -61,9 +62,8 @@ mod sys;
 pub use addr::{
     AddrParseError, Endpoint, HvSocketAddr, HybridVsockAddr, PeerAddr, ServiceId, VmId, VsockAddr,
 };
-pub use connect::{
-    ConnectOptions, RetryPolicy, SocketOptions, connect, connect_with, is_retryable,
-};
+pub use connect::{connect, connect_with, is_retryable};
+pub use options::{ConnectOptions, RetryPolicy, SocketOptions};
 pub use stream::{Listener, OwnedReadHalf, OwnedWriteHalf, Stream};
 
 /// This machine's vsock context id (CID), from `IOCTL_VM_SOCKETS_GET_LOCAL_CID` on

@@ -17,8 +17,7 @@ use crate::addr::ServiceId;
 use crate::sys;
 
 /// The registry key (under `HKEY_LOCAL_MACHINE`) that lists Hyper-V socket services.
-pub const SERVICES_KEY: &str =
-    r"SOFTWARE\Microsoft\Windows NT\CurrentVersion\Virtualization\GuestCommunicationServices";
+pub const SERVICES_KEY: &str = sys::SERVICES_KEY;
 
 /// A registered service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +55,13 @@ pub fn unregister(service_id: ServiceId) -> io::Result<()> {
 /// Lists the registered services. Subkeys whose names are not GUIDs are skipped. An absent
 /// `GuestCommunicationServices` key (no Hyper-V) is an empty list.
 pub fn list() -> io::Result<Vec<Registration>> {
-    sys::registry_list()
+    Ok(sys::registry_list()?
+        .into_iter()
+        .map(|(service_id, element_name)| Registration {
+            service_id,
+            element_name,
+        })
+        .collect())
 }
 
 #[cfg(all(test, not(windows)))]

@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::addr::{Endpoint, HybridVsockAddr, PeerAddr};
-use crate::connect::SocketOptions;
+use crate::options::SocketOptions;
 use crate::sys;
 
 /// A connected byte stream over any hvrpc transport.

@@ -12,7 +12,6 @@ use hvrpc_transport::Endpoint;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::client::Connector;
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::link::lock;
@@ -41,9 +40,14 @@ enum Inner {
     Dial(Dialer),
 }
 
+/// Makes a new connection (a `Connector` dialling its endpoint).
+pub(crate) type DialFn =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Connection, Error>> + Send + Sync>;
+
 struct Dialer {
     endpoint: Endpoint,
-    connector: Connector,
+    default_deadline: Option<Duration>,
+    dial: DialFn,
     state: Mutex<State>,
 }
 
@@ -80,11 +84,16 @@ fn backoff(failures: u32) -> Duration {
 }
 
 impl Channel {
-    pub(crate) fn dialling(endpoint: Endpoint, connector: Connector) -> Self {
+    pub(crate) fn dialling(
+        endpoint: Endpoint,
+        default_deadline: Option<Duration>,
+        dial: DialFn,
+    ) -> Self {
         Channel {
             inner: Arc::new(Inner::Dial(Dialer {
                 endpoint,
-                connector,
+                default_deadline,
+                dial,
                 state: Mutex::new(State::Idle { failures: 0 }),
             })),
         }
@@ -143,9 +152,7 @@ impl Channel {
             let Inner::Dial(d) = &*inner else {
                 return Err(Error::Protocol("a fixed channel does not dial".into()));
             };
-            let result = d
-                .connector
-                .dial(&d.endpoint)
+            let result = (d.dial)()
                 .instrument(tracing::debug_span!("hvrpc.dial", %endpoint))
                 .await;
             *lock(&d.state) = match &result {
@@ -175,7 +182,7 @@ impl Channel {
     /// The default deadline of unary calls over this channel.
     pub(crate) fn default_deadline(&self) -> Option<Duration> {
         match &*self.inner {
-            Inner::Dial(d) => d.connector.configuration().default_deadline,
+            Inner::Dial(d) => d.default_deadline,
             Inner::Fixed(conn) => conn.default_deadline(),
         }
     }

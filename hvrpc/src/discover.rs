@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use hvrpc_transport::{ConnectOptions, Endpoint, PeerAddr};
 
-use crate::client::Connector;
 use crate::config::Config;
 use crate::connection::Connection;
+use crate::connector::Connector;
 use crate::error::Error;
 use crate::service::Client;
 

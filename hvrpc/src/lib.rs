@@ -75,6 +75,7 @@ mod channel;
 mod client;
 mod config;
 mod connection;
+mod connector;
 pub mod discover;
 mod engine;
 mod error;
@@ -86,9 +87,10 @@ mod streaming;
 mod wire_bytes;
 
 pub use channel::Channel;
-pub use client::{CallOptions, Connector};
+pub use client::CallOptions;
 pub use config::Config;
 pub use connection::Connection;
+pub use connector::Connector;
 pub use error::{Error, ErrorCode};
 pub use protocol::{PROTOCOL_VERSION, ServiceInfo};
 pub use server::Server;
@@ -155,7 +157,8 @@ pub use bytes::Bytes;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::channel::Channel;
-    pub use crate::client::{CallOptions, Connector, call_streaming, call_unary, call_unary_bytes};
+    pub use crate::client::{CallOptions, call_streaming, call_unary, call_unary_bytes};
+    pub use crate::connector::Connector;
     pub use crate::error::{Error, ErrorCode};
     pub use crate::service::{Body, Client, Context, Handler, Service, ServiceDef};
     pub use crate::streaming::Streaming;

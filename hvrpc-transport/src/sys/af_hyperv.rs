@@ -27,7 +27,7 @@ use windows_sys::Win32::System::Hypervisor::{
 use windows_sys::core::GUID;
 
 use crate::addr::{HvSocketAddr, ServiceId, VmId};
-use crate::connect::SocketOptions;
+use crate::options::SocketOptions;
 
 /// Listen backlog.
 const BACKLOG: i32 = 128;

@@ -18,7 +18,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::addr::VsockAddr;
-use crate::connect::SocketOptions;
+use crate::options::SocketOptions;
 
 /// `AF_VSOCK` socket option level.
 const AF_VSOCK: libc::c_int = 40;

@@ -207,6 +207,11 @@ fn parent_port(service: crate::ServiceId) -> std::io::Result<u32> {
 }
 
 // ---- Hyper-V service registration (Windows registry) ----
+
+/// The registry key (under `HKEY_LOCAL_MACHINE`) that lists Hyper-V socket services.
+pub(crate) const SERVICES_KEY: &str =
+    r"SOFTWARE\Microsoft\Windows NT\CurrentVersion\Virtualization\GuestCommunicationServices";
+
 #[cfg(windows)]
 mod registry_windows;
 #[cfg(windows)]
@@ -218,7 +223,6 @@ pub(crate) use registry_windows::{
 mod no_registry {
     use super::never::unsupported;
     use crate::ServiceId;
-    use crate::registry::Registration;
     use std::io;
 
     const MSG: &str = "Hyper-V service registration is for a Windows host only \
@@ -232,7 +236,7 @@ mod no_registry {
         unsupported(MSG)
     }
 
-    pub(crate) fn registry_list() -> io::Result<Vec<Registration>> {
+    pub(crate) fn registry_list() -> io::Result<Vec<(ServiceId, Option<String>)>> {
         unsupported(MSG)
     }
 }

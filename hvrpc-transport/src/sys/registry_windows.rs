@@ -14,8 +14,8 @@ use windows_sys::Win32::System::Registry::{
     RegSetValueExW,
 };
 
+use super::SERVICES_KEY;
 use crate::addr::ServiceId;
-use crate::registry::{Registration, SERVICES_KEY};
 
 /// An open registry key, closed on drop.
 struct Key(HKEY);
@@ -146,7 +146,8 @@ fn element_name(root: &Key, subkey: &[u16]) -> Option<String> {
     }
 }
 
-pub(crate) fn list() -> io::Result<Vec<Registration>> {
+/// The registered services: each id with its friendly name, if it has one.
+pub(crate) fn list() -> io::Result<Vec<(ServiceId, Option<String>)>> {
     let root = match open(SERVICES_KEY, KEY_READ) {
         Ok(k) => k,
         Err(ERROR_FILE_NOT_FOUND) => return Ok(Vec::new()),
@@ -183,10 +184,7 @@ pub(crate) fn list() -> io::Result<Vec<Registration>> {
             continue;
         };
         let subkey: Vec<u16> = chars.iter().copied().chain(Some(0)).collect();
-        out.push(Registration {
-            service_id,
-            element_name: element_name(&root, &subkey),
-        });
+        out.push((service_id, element_name(&root, &subkey)));
     }
     Ok(out)
 }

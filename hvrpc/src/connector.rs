@@ -1,0 +1,113 @@
+//! [`Connector`]: how to dial a peer, and what to serve back to it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use hvrpc_transport::{Endpoint, PeerAddr, connect_with};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::channel::Channel;
+use crate::config::Config;
+use crate::connection::{Connection, HandshakeParams, Services};
+use crate::error::Error;
+use crate::protocol::ServiceInfo;
+use crate::service::{Service, ServiceDef};
+
+/// How to dial a peer: configuration, the services this side offers on the connection (for
+/// bidirectional use), and the services it intends to call (checked at the handshake).
+#[derive(Clone, Default)]
+pub struct Connector {
+    config: Config,
+    services: Services,
+    wants: Vec<ServiceInfo>,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("config", &self.config)
+            .field("serves", &self.services.infos())
+            .field("wants", &self.wants)
+            .finish()
+    }
+}
+
+impl Connector {
+    /// A connector with the default [`Config`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses `config`.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Serves `service` to the peer over the same connection: the peer can call it back.
+    pub fn serve(mut self, service: impl Service) -> Self {
+        self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Declares that this side will call `S`: the handshake fails, on both sides, if the peer
+    /// does not serve `S` or defines it differently.
+    pub fn want<S: ServiceDef>(mut self) -> Self {
+        let info = S::info();
+        if !self.wants.contains(&info) {
+            self.wants.push(info);
+        }
+        self
+    }
+
+    fn params(&self) -> HandshakeParams {
+        HandshakeParams {
+            config: Arc::new(self.config.clone()),
+            services: Arc::new(self.services.clone()),
+            wants: self.wants.clone(),
+        }
+    }
+
+    /// Dials `endpoint` now (with the configured timeout and retries) and returns a channel
+    /// that dials again for later calls if the connection breaks.
+    pub async fn connect(self, endpoint: &Endpoint) -> Result<Channel, Error> {
+        let channel = self.lazy(endpoint);
+        channel.connection().await?;
+        Ok(channel)
+    }
+
+    /// A channel that dials on its first call.
+    pub fn lazy(self, endpoint: &Endpoint) -> Channel {
+        let deadline = self.config.default_deadline;
+        let connector = Arc::new(self);
+        let target = endpoint.clone();
+        Channel::dialling(
+            endpoint.clone(),
+            deadline,
+            Arc::new(move || {
+                let (connector, target) = (Arc::clone(&connector), target.clone());
+                async move { connector.dial(&target).await }.boxed()
+            }),
+        )
+    }
+
+    /// Runs the handshake over an already connected stream (any `AsyncRead + AsyncWrite`: a
+    /// pipe, `tokio::io::duplex`, a custom transport).
+    pub async fn connect_io<IO>(self, io: IO, peer: PeerAddr) -> Result<Connection, Error>
+    where
+        IO: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (r, w) = tokio::io::split(io);
+        Connection::establish(r, w, peer, self.params()).await
+    }
+
+    async fn dial(&self, endpoint: &Endpoint) -> Result<Connection, Error> {
+        let stream = connect_with(endpoint, &self.config.connect)
+            .await
+            .map_err(|e| Error::Connect(Arc::new(e)))?;
+        let peer = stream.peer_addr().clone();
+        let (r, w) = stream.into_split();
+        Connection::establish(r, w, peer, self.params()).await
+    }
+}
