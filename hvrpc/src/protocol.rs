@@ -267,6 +267,18 @@ mod tests {
     //! `docs/PROTOCOL.md`. A change here is a wire-format change.
     use super::*;
 
+    mod erased {
+        /// Any serializable value, encoded with postcard.
+        pub(super) trait Ser {
+            fn bytes(&self) -> Vec<u8>;
+        }
+        impl<T: serde::Serialize> Ser for T {
+            fn bytes(&self) -> Vec<u8> {
+                postcard::to_allocvec(self).unwrap()
+            }
+        }
+    }
+
     fn frame(header: Header, body: &[u8]) -> Vec<u8> {
         let mut f = FrameBuf::new(&header, body.len());
         f.buf.extend_from_slice(body);
@@ -463,6 +475,40 @@ mod tests {
             );
         }
         assert!(doc.contains(&hex(&PREAMBLE)));
+    }
+
+    /// The encoding examples of PROTOCOL.md §1 are what postcard writes.
+    #[test]
+    fn protocol_doc_encoding_examples_are_what_postcard_writes() {
+        use std::time::Duration;
+        let doc: String = include_str!("../../docs/PROTOCOL.md")
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let enc = |v: &dyn erased::Ser| hex(v.bytes());
+        // As the document writes them, whitespace removed: `value` → `bytes`.
+        let examples: Vec<(&str, String)> = vec![
+            ("`5u8`", enc(&5u8)),
+            ("`300u16`", enc(&300u16)),
+            ("`-1i32`", enc(&-1i32)),
+            ("`1i32`", enc(&1i32)),
+            ("`-2i64`", enc(&-2i64)),
+            ("`true`", enc(&true)),
+            ("`1.5f32`", enc(&1.5f32)),
+            ("`'é'`", enc(&'é')),
+            ("`\"a\"`", enc(&"a")),
+            ("`Some(5u8)`", enc(&Some(5u8))),
+            ("`{1u8:2u8}`", enc(&std::collections::BTreeMap::from([(1u8, 2u8)]))),
+            ("`[300u16;2]`", enc(&[300u16; 2])),
+            ("1.5s", enc(&Duration::from_millis(1500))),
+            ("10.0.0.1", enc(&std::net::IpAddr::from([10, 0, 0, 1]))),
+            ("10.0.0.1:80", enc(&std::net::SocketAddr::from(([10, 0, 0, 1], 80)))),
+        ];
+        for (name, bytes) in examples {
+            let row = format!("{name}→`{bytes}`");
+            assert!(doc.contains(&row), "docs/PROTOCOL.md lacks {row}");
+        }
     }
 
     #[test]

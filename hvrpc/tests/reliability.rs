@@ -842,3 +842,87 @@ async fn a_huge_concurrency_limit_from_the_peer_is_clamped() {
         .unwrap();
     assert!(!conn.is_closed());
 }
+
+/// Spec: a caller ignores a Response for a call it has given up on (it may cross the Cancel).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_frames_for_cancelled_calls_are_ignored() {
+    let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+    raw_server_opening(&mut theirs).await;
+    let conn = Connector::new()
+        .want::<RelClient>()
+        .connect_io(ours, PeerAddr::Unix(None))
+        .await
+        .unwrap();
+    let client = RelClient::new(conn.clone());
+    let mut preamble = [0u8; 8];
+    theirs.read_exact(&mut preamble).await.unwrap();
+    assert_eq!(read_frame(&mut theirs).await.unwrap()[0], 0);
+    // A call that times out; its request reaches the peer, then its Cancel.
+    let r = client
+        .with_timeout(Duration::from_millis(50))
+        .quick()
+        .await;
+    assert!(matches!(r, Err(Error::DeadlineExceeded)), "{r:?}");
+    let req = frame_of_kind(&mut theirs, 1).await;
+    let mut at = 1;
+    let id = read_varint(&req, &mut at);
+    let cancel = frame_of_kind(&mut theirs, 5).await;
+    assert_eq!(cancel, id_frame(5, id, None)[4..]);
+    // The peer answers anyway, late; and an item for it.
+    let mut late = vec![2u8];
+    varint(id, &mut late);
+    late.extend([0, 7]);
+    theirs.write_all(&framed(&late)).await.unwrap();
+    theirs.write_all(&id_frame(3, id, None)).await.unwrap();
+    // The connection is fine: the next call goes out and is answered.
+    let next = tokio::spawn(async move { client.quick().await });
+    let req = frame_of_kind(&mut theirs, 1).await;
+    let mut at = 1;
+    let id2 = read_varint(&req, &mut at);
+    assert!(id2 > id, "ids are not reused");
+    let mut answer = vec![2u8];
+    varint(id2, &mut answer);
+    answer.extend([0, 9]);
+    theirs.write_all(&framed(&answer)).await.unwrap();
+    assert_eq!(next.await.unwrap().unwrap(), 9);
+    assert!(!conn.is_closed());
+}
+
+/// Spec: the Hello limit counts the payload, not the 4-byte length: 65 536 is accepted,
+/// 65 537 refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hello_limit_counts_the_payload_only() {
+    for (payload, accepted) in [(65_536usize, true), (65_537, false)] {
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let srv = Server::new().add_service(RelServer::new(Imp::default()));
+        let server =
+            tokio::spawn(async move { srv.serve_io(a, PeerAddr::Unix(None)).await.map(|_| ()) });
+        let mut hello = vec![0u8, 0];
+        varint(1 << 20, &mut hello);
+        varint(16, &mut hello);
+        hello.extend_from_slice(&[0, 0]);
+        // The agent string fills the rest: its varint length takes 3 bytes here.
+        let agent = payload - hello.len() - 3;
+        varint(agent as u64, &mut hello);
+        hello.extend(vec![b'a'; agent]);
+        assert_eq!(hello.len(), payload);
+        let mut out = b"HVRPC\x01\0\0".to_vec();
+        out.extend(framed(&hello));
+        b.write_all(&out).await.unwrap();
+        let r = timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
+        assert_eq!(r.is_ok(), accepted, "{payload}: {r:?}");
+        if let Err(e) = r {
+            assert!(e.to_string().contains("65537 bytes, more than 65536"), "{e}");
+        }
+    }
+}
+
+/// Spec: a frame kind is a varint; one of 128 or more is unknown, a violation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_kind_beyond_the_known_ones_is_a_violation() {
+    let mut io = raw_client(Config::server()).await;
+    io.write_all(&framed(&[0x80, 0x01, 0])).await.unwrap();
+    let p = frame_of_kind(&mut io, 8).await;
+    let reason = String::from_utf8_lossy(&p[2..]).into_owned();
+    assert!(reason.contains("bad frame header"), "{reason}");
+}
