@@ -499,11 +499,17 @@ mod tests {
             ("`'é'`", enc(&'é')),
             ("`\"a\"`", enc(&"a")),
             ("`Some(5u8)`", enc(&Some(5u8))),
-            ("`{1u8:2u8}`", enc(&std::collections::BTreeMap::from([(1u8, 2u8)]))),
+            (
+                "`{1u8:2u8}`",
+                enc(&std::collections::BTreeMap::from([(1u8, 2u8)])),
+            ),
             ("`[300u16;2]`", enc(&[300u16; 2])),
             ("1.5s", enc(&Duration::from_millis(1500))),
             ("10.0.0.1", enc(&std::net::IpAddr::from([10, 0, 0, 1]))),
-            ("10.0.0.1:80", enc(&std::net::SocketAddr::from(([10, 0, 0, 1], 80)))),
+            (
+                "10.0.0.1:80",
+                enc(&std::net::SocketAddr::from(([10, 0, 0, 1], 80))),
+            ),
         ];
         for (name, bytes) in examples {
             let row = format!("{name}→`{bytes}`");

@@ -591,6 +591,11 @@ async fn request_without_reading<W: AsyncWrite + Unpin>(w: &mut W, n: u64) -> u6
     n
 }
 
+#[cfg_attr(
+    windows,
+    ignore = "under Wine, loopback TCP buffers take the whole flood of refusals (the server's \
+              memory stays flat, the socket never fills); runs on Linux"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_that_floods_requests_and_never_reads_is_cut() {
     let _serial = serial().await;

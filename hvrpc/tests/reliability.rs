@@ -858,10 +858,7 @@ async fn late_frames_for_cancelled_calls_are_ignored() {
     theirs.read_exact(&mut preamble).await.unwrap();
     assert_eq!(read_frame(&mut theirs).await.unwrap()[0], 0);
     // A call that times out; its request reaches the peer, then its Cancel.
-    let r = client
-        .with_timeout(Duration::from_millis(50))
-        .quick()
-        .await;
+    let r = client.with_timeout(Duration::from_millis(50)).quick().await;
     assert!(matches!(r, Err(Error::DeadlineExceeded)), "{r:?}");
     let req = frame_of_kind(&mut theirs, 1).await;
     let mut at = 1;
@@ -909,10 +906,16 @@ async fn the_hello_limit_counts_the_payload_only() {
         let mut out = b"HVRPC\x01\0\0".to_vec();
         out.extend(framed(&hello));
         b.write_all(&out).await.unwrap();
-        let r = timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
+        let r = timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.is_ok(), accepted, "{payload}: {r:?}");
         if let Err(e) = r {
-            assert!(e.to_string().contains("65537 bytes, more than 65536"), "{e}");
+            assert!(
+                e.to_string().contains("65537 bytes, more than 65536"),
+                "{e}"
+            );
         }
     }
 }

@@ -410,6 +410,117 @@ where
     rate
 }
 
+/// A minimal hand-written multiplexer over the raw framing: what any RPC layer does at least
+/// when independent callers share one connection. Callers queue requests to one writer task,
+/// which writes whatever has gathered in one write; a reader task hands each answer to its
+/// caller by id (a oneshot per call).
+#[derive(Clone)]
+pub(crate) struct RawMux {
+    tx: tokio::sync::mpsc::UnboundedSender<(u64, u64, tokio::sync::oneshot::Sender<u64>)>,
+}
+
+type Waiting =
+    Arc<std::sync::Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<u64>>>>;
+
+impl RawMux {
+    pub(crate) async fn connect(ep: &Endpoint) -> Result<RawMux, String> {
+        let stream = hvrpc::transport::connect(ep)
+            .await
+            .map_err(|e| format!("connecting raw to {ep}: {e}"))?;
+        let (r, w) = stream.into_split();
+        let waiting: Waiting = Arc::default();
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<(u64, u64, tokio::sync::oneshot::Sender<u64>)>();
+        let pending = Arc::clone(&waiting);
+        tokio::spawn(async move {
+            let mut w = BufWriter::with_capacity(64 * 1024, w);
+            let mut next_id = 0u64;
+            while let Some(first) = rx.recv().await {
+                let mut item = Some(first);
+                while let Some((a, b, done)) = item.take() {
+                    next_id += 1;
+                    pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(next_id, done);
+                    let mut frame = [0u8; 4 + raw::HEAD + 16];
+                    frame[..4].copy_from_slice(&((raw::HEAD + 16) as u32).to_be_bytes());
+                    frame[4..12].copy_from_slice(&next_id.to_le_bytes());
+                    frame[12] = raw::OP_ADD;
+                    frame[13..21].copy_from_slice(&a.to_le_bytes());
+                    frame[21..29].copy_from_slice(&b.to_le_bytes());
+                    if w.write_all(&frame).await.is_err() {
+                        return;
+                    }
+                    item = rx.try_recv().ok();
+                }
+                if w.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut r = BufReader::with_capacity(64 * 1024, r);
+            loop {
+                let Ok(len) = r.read_u32().await else { return };
+                let (Ok(id), Ok(_op)) = (r.read_u64_le().await, r.read_u8().await) else {
+                    return;
+                };
+                if len as usize != raw::HEAD + 8 {
+                    return;
+                }
+                let Ok(sum) = r.read_u64_le().await else {
+                    return;
+                };
+                let done = waiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                if let Some(done) = done {
+                    let _ = done.send(sum);
+                }
+            }
+        });
+        Ok(RawMux { tx })
+    }
+
+    async fn add(&self, a: u64, b: u64) -> Result<u64, String> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((a, b, done))
+            .map_err(|_| "the raw connection is gone".to_owned())?;
+        answer
+            .await
+            .map_err(|_| "the raw connection is gone".to_owned())
+    }
+}
+
+/// Calls/s of `add` with one raw task keeping `in_flight` requests written ahead: the stream's
+/// own limit, with no callers to multiplex.
+pub(crate) async fn throughput_pipelined(
+    ep: &Endpoint,
+    in_flight: usize,
+    dur: Duration,
+) -> Result<f64, String> {
+    let done = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let Conn::Raw(mut c) = Conn::connect(Impl::Raw, ep).await? else {
+        return Err("not a raw connection".into());
+    };
+    let mut failed = None;
+    let tasks = async {
+        if let Err(e) = c.pipelined(in_flight, &done, &stop).await {
+            stop.store(true, Ordering::Relaxed);
+            failed = Some(e.to_string());
+        }
+    };
+    let rate = count_while(dur, &done, &stop, tasks).await;
+    match failed {
+        Some(e) => Err(format!("raw pipelined with {in_flight} in flight: {e}")),
+        None => Ok(rate),
+    }
+}
+
 /// Calls/s of `add` with `in_flight` calls outstanding on one connection.
 pub(crate) async fn throughput(
     imp: Impl,
@@ -419,49 +530,58 @@ pub(crate) async fn throughput(
 ) -> Result<f64, String> {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let conn = Conn::connect(imp, ep).await?;
     let failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    let rate = match conn {
-        Conn::Raw(mut c) => {
-            let tasks = async {
-                if let Err(e) = c.pipelined(in_flight, &done, &stop).await {
-                    stop.store(true, Ordering::Relaxed);
-                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                }
-            };
-            count_while(dur, &done, &stop, tasks).await
-        }
-        conn => {
-            let handles: Vec<_> = (0..in_flight)
-                .map(|i| {
-                    let mut c = match &conn {
-                        Conn::Hvrpc(c) => Conn::Hvrpc(c.clone()),
-                        Conn::Tarpc(c) => Conn::Tarpc(c.clone()),
-                        Conn::Raw(_) => unreachable!("handled above"),
-                    };
-                    let (done, stop, failed) =
-                        (Arc::clone(&done), Arc::clone(&stop), Arc::clone(&failed));
-                    tokio::spawn(async move {
-                        let mut n = i as u64;
-                        while !stop.load(Ordering::Relaxed) {
-                            if let Err(e) = c.call(&Call::Add, n).await {
-                                stop.store(true, Ordering::Relaxed);
-                                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                                return;
-                            }
-                            done.fetch_add(1, Ordering::Relaxed);
-                            n += 1;
+    enum Caller {
+        Conn(Conn),
+        Mux(RawMux),
+    }
+    let conn = match imp {
+        // Raw callers share one connection through the minimal multiplexer, as hvrpc's and
+        // tarpc's share one client.
+        Impl::Raw => Caller::Mux(RawMux::connect(ep).await?),
+        _ => Caller::Conn(Conn::connect(imp, ep).await?),
+    };
+    let rate = {
+        let handles: Vec<_> = (0..in_flight)
+            .map(|i| {
+                let mut c = match &conn {
+                    Caller::Conn(Conn::Hvrpc(c)) => Caller::Conn(Conn::Hvrpc(c.clone())),
+                    Caller::Conn(Conn::Tarpc(c)) => Caller::Conn(Conn::Tarpc(c.clone())),
+                    Caller::Mux(m) => Caller::Mux(m.clone()),
+                    Caller::Conn(Conn::Raw(_)) => unreachable!("raw callers use the multiplexer"),
+                };
+                let (done, stop, failed) =
+                    (Arc::clone(&done), Arc::clone(&stop), Arc::clone(&failed));
+                tokio::spawn(async move {
+                    let mut n = i as u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = match &mut c {
+                            Caller::Conn(c) => c.call(&Call::Add, n).await,
+                            Caller::Mux(m) => m.add(n, 1).await.and_then(|sum| {
+                                if sum == n.wrapping_add(1) {
+                                    Ok(())
+                                } else {
+                                    Err(format!("add({n}, 1) returned {sum}"))
+                                }
+                            }),
+                        };
+                        if let Err(e) = r {
+                            stop.store(true, Ordering::Relaxed);
+                            *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                            return;
                         }
-                    })
+                        done.fetch_add(1, Ordering::Relaxed);
+                        n += 1;
+                    }
                 })
-                .collect();
-            let tasks = async {
-                for h in handles {
-                    let _ = h.await;
-                }
-            };
-            count_while(dur, &done, &stop, tasks).await
-        }
+            })
+            .collect();
+        let tasks = async {
+            for h in handles {
+                let _ = h.await;
+            }
+        };
+        count_while(dur, &done, &stop, tasks).await
     };
     let failed = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
     match failed {

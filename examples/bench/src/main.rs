@@ -9,6 +9,8 @@
 //! Linux only: it reads `/proc` for the servers' memory.
 
 #[cfg(target_os = "linux")]
+mod callgrind;
+#[cfg(target_os = "linux")]
 mod client;
 #[cfg(target_os = "linux")]
 mod machine;
@@ -106,6 +108,9 @@ mod cli {
             /// booting the VM.
             #[arg(long)]
             vm_from: Option<PathBuf>,
+            /// Skip counting instructions per call under callgrind (valgrind).
+            #[arg(long)]
+            no_callgrind: bool,
         },
         /// One workload of one implementation for a while, for a profiler
         /// (`perf record -g -- hvrpc-bench profile …` follows the server process too).
@@ -200,13 +205,20 @@ mod cli {
                 from,
                 no_vm,
                 vm_from,
+                no_callgrind,
             } => {
                 let out_dir = out_dir
                     .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs"));
-                let results: Results = match &from {
+                let mut results: Results = match &from {
                     Some(p) => read_json(p)?,
                     None => crate::run::run(&Plan::new(quick, Transport::Unix))?,
                 };
+                if !no_callgrind && results.instructions.is_none() {
+                    match crate::callgrind::measure(16, if quick { 1.0 } else { 3.0 }) {
+                        Ok(i) => results.instructions = Some(i),
+                        Err(e) => eprintln!("[bench] no instruction counts: {e}"),
+                    }
+                }
                 print!("{}", crate::report::text(&results));
                 let vm: Result<Results, String> = match (&vm_from, no_vm) {
                     (Some(p), _) => read_json(p),

@@ -22,6 +22,21 @@ pub(crate) struct Results {
     pub(crate) idle: IdleRow,
     /// `add` calls/s over many connections, one call in flight on each.
     pub(crate) active: RateRow,
+    /// callgrind instructions per call, when the report ran it.
+    #[serde(default)]
+    pub(crate) instructions: Option<Instructions>,
+}
+
+/// Instructions per call counted by callgrind (independent of the machine's noise), client and
+/// server process, at one load.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Instructions {
+    /// Calls in flight on one connection.
+    pub(crate) in_flight: usize,
+    /// Client process instructions per call answered.
+    pub(crate) client: PerImpl<f64>,
+    /// Server process instructions per call answered.
+    pub(crate) server: PerImpl<f64>,
 }
 
 /// Where and how a run happened.
@@ -115,6 +130,13 @@ pub(crate) struct RateRow {
     pub(crate) conns: usize,
     /// Per implementation.
     pub(crate) calls_per_s: PerImpl<f64>,
+    /// The server's CPU time (user + system) per call answered, µs.
+    #[serde(default)]
+    pub(crate) server_cpu_us: Option<PerImpl<f64>>,
+    /// Raw with one task keeping the requests written ahead (no multiplexing of callers): the
+    /// stream's own limit, for reference.
+    #[serde(default)]
+    pub(crate) raw_pipelined: Option<f64>,
 }
 
 /// Bulk echo.

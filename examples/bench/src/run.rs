@@ -163,7 +163,7 @@ pub(crate) fn run(plan: &Plan) -> Result<Results, String> {
     let mut places = Places::new(plan.transport)?;
 
     // Latency, throughput and bulk: one server per implementation for all of them.
-    let servers: Vec<ServerProc> = Impl::ALL
+    let mut servers: Vec<ServerProc> = Impl::ALL
         .iter()
         .map(|&imp| places.spawn(imp))
         .collect::<Result<_, _>>()?;
@@ -210,25 +210,46 @@ pub(crate) fn run(plan: &Plan) -> Result<Results, String> {
     let mut throughput = Vec::new();
     for &n in &plan.in_flight {
         let mut rates: PerImpl<Vec<f64>> = Default::default();
+        let mut cpu: PerImpl<CpuPerCall> = Default::default();
+        let mut pipelined = Vec::new();
         for r in 0..plan.rounds {
             for imp in order(r) {
                 let (ep, dur) = (eps[imp.index()].clone(), plan.segment);
+                let before = servers[imp.index()].stats()?;
                 let rate = on_worker(
                     &rt,
                     async move { client::throughput(imp, &ep, n, dur).await },
                 )?;
+                let after = servers[imp.index()].stats()?;
+                cpu[imp.index()].add(&before, &after);
                 rates[imp.index()].push(rate);
+                if imp == Impl::Raw {
+                    let (ep, dur) = (eps[imp.index()].clone(), plan.segment);
+                    pipelined.push(on_worker(&rt, async move {
+                        client::throughput_pipelined(&ep, n, dur).await
+                    })?);
+                }
             }
         }
         let calls_per_s = rates.map(|r| mean(&r));
+        let server_cpu_us = cpu.map(|c| c.us_per_call());
         progress(format!(
-            "throughput, {n} in flight: {:.0} / {:.0} / {:.0} calls/s",
-            calls_per_s[0], calls_per_s[1], calls_per_s[2]
+            "throughput, {n} in flight: {:.0} / {:.0} / {:.0} calls/s (raw pipelined {:.0}); \
+             server CPU {:.2} / {:.2} / {:.2} us/call",
+            calls_per_s[0],
+            calls_per_s[1],
+            calls_per_s[2],
+            mean(&pipelined),
+            server_cpu_us[0],
+            server_cpu_us[1],
+            server_cpu_us[2]
         ));
         throughput.push(RateRow {
             in_flight: n,
             conns: 1,
             calls_per_s,
+            server_cpu_us: Some(server_cpu_us),
+            raw_pipelined: Some(mean(&pipelined)),
         });
     }
 
@@ -304,7 +325,30 @@ pub(crate) fn run(plan: &Plan) -> Result<Results, String> {
         bulk,
         idle,
         active,
+        instructions: None,
     })
+}
+
+/// Server CPU time over the calls it answered, summed over segments.
+#[derive(Clone, Copy, Debug, Default)]
+struct CpuPerCall {
+    cpu_us: u64,
+    calls: u64,
+}
+
+impl CpuPerCall {
+    fn add(&mut self, before: &client::ServerStats, after: &client::ServerStats) {
+        self.cpu_us += after.cpu_us.saturating_sub(before.cpu_us);
+        self.calls += after.served.saturating_sub(before.served);
+    }
+
+    fn us_per_call(&self) -> f64 {
+        if self.calls == 0 {
+            f64::NAN
+        } else {
+            self.cpu_us as f64 / self.calls as f64
+        }
+    }
 }
 
 /// Idle memory per connection, then calls/s over all of them: fresh servers, so that memory
@@ -377,22 +421,32 @@ fn many_connections(
     }
 
     let mut rates: PerImpl<Vec<f64>> = Default::default();
+    let mut cpu: PerImpl<CpuPerCall> = Default::default();
     for r in 0..plan.rounds {
         for imp in order(r) {
             let i = imp.index();
             let conns = std::mem::take(&mut held[i].1);
             let dur = plan.segment.max(Duration::from_millis(300));
+            let before = held[i].0.stats()?;
             let (rate, back) = rt
                 .block_on(rt.spawn(client::active(conns, dur)))
                 .map_err(|e| format!("benchmark task failed: {e}"))?;
+            let after = held[i].0.stats()?;
+            cpu[i].add(&before, &after);
             held[i].1 = back;
             rates[i].push(rate.map_err(|e| format!("{imp}, {n} active connections: {e}"))?);
         }
     }
     let calls_per_s = rates.map(|r| mean(&r));
+    let server_cpu_us = cpu.map(|c| c.us_per_call());
     progress(format!(
-        "{n} active connections: {:.0} / {:.0} / {:.0} calls/s",
-        calls_per_s[0], calls_per_s[1], calls_per_s[2]
+        "{n} active connections: {:.0} / {:.0} / {:.0} calls/s; server CPU {:.2} / {:.2} / {:.2} us/call",
+        calls_per_s[0],
+        calls_per_s[1],
+        calls_per_s[2],
+        server_cpu_us[0],
+        server_cpu_us[1],
+        server_cpu_us[2]
     ));
     // Close the clients while the runtime still runs, then stop the servers.
     rt.block_on(async move {
@@ -410,6 +464,8 @@ fn many_connections(
             in_flight: 1,
             conns: n,
             calls_per_s,
+            server_cpu_us: Some(server_cpu_us),
+            raw_pipelined: None,
         },
     ))
 }

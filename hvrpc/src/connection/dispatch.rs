@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::Services;
-use crate::engine::{Cancel, Dispatch};
+use crate::engine::{Cancel, Dispatch, error_frame};
 use crate::error::{Error, ErrorCode};
 use crate::link::{Shared, Write, lock};
 use crate::protocol::{Frame, FrameBuf, Header, Status};
@@ -46,6 +46,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 pub(crate) struct Dispatcher {
     queue: Mutex<VecDeque<Dispatch>>,
     link: Arc<Shared>,
+    /// The largest frame the peer takes.
+    max_frame: usize,
     services: Arc<Services>,
     epoch: Instant,
     /// Milliseconds after `epoch` (plus one) at which the dispatcher entered user code; 0 when
@@ -61,9 +63,11 @@ impl Dispatcher {
     pub(crate) const STUCK: Duration = Duration::from_millis(10);
 
     pub(crate) fn start(link: Arc<Shared>, services: Arc<Services>) -> Arc<Self> {
+        let max_frame = link.lock().peer_max_frame();
         let d = Arc::new(Self {
             queue: Mutex::new(VecDeque::new()),
             link,
+            max_frame,
             services,
             epoch: Instant::now(),
             busy_since: AtomicU64::new(0),
@@ -207,6 +211,7 @@ impl Dispatcher {
             }
         };
         let link = Arc::clone(&self.link);
+        let max = self.max_frame;
         match handler {
             Handler::Unary(mut fut) => {
                 let polled = {
@@ -217,7 +222,7 @@ impl Dispatcher {
                 };
                 match polled {
                     Ok(Poll::Ready(body)) => {
-                        let frame = reply_frame(&link, id, body);
+                        let frame = reply_frame(self.max_frame, id, body);
                         let mut core = link.lock();
                         core.respond(Instant::now(), id, frame);
                         link.release(core, Write::Later);
@@ -229,7 +234,7 @@ impl Dispatcher {
                                     until_cancelled(&cancel, AssertUnwindSafe(fut).catch_unwind())
                                         .await;
                                 if let Some(result) = out {
-                                    finish(&link, id, result);
+                                    finish(&link, max, id, result);
                                 }
                             }
                             .instrument(span),
@@ -248,7 +253,7 @@ impl Dispatcher {
                         AssertUnwindSafe(fut).catch_unwind(),
                     ));
                     if let Some(result) = out {
-                        finish(&link, id, result);
+                        finish(&link, max, id, result);
                     }
                 }));
             }
@@ -267,7 +272,7 @@ impl Dispatcher {
                 }
                 tokio::spawn(
                     async move {
-                        until_cancelled(&cancel, produce(&link, id, fut)).await;
+                        until_cancelled(&cancel, produce(&link, max, id, fut)).await;
                     }
                     .instrument(span),
                 );
@@ -306,18 +311,17 @@ async fn until_cancelled<F: Future>(cancel: &Cancel, fut: F) -> Option<F::Output
 }
 
 /// The frame for a handler's result (an `Internal` error if it cannot be sent).
-fn reply_frame(link: &Shared, id: u64, body: Result<Body, Error>) -> Frame {
+fn reply_frame(max: usize, id: u64, body: Result<Body, Error>) -> Frame {
     let header = Header::Response {
         id,
         status: Status::Ok,
     };
-    body_frame(link, id, &header, body)
+    body_frame(max, id, &header, body)
 }
 
-fn body_frame(link: &Shared, id: u64, header: &Header, body: Result<Body, Error>) -> Frame {
-    let core = link.lock();
-    let max = core.peer_max_frame();
-    let error = |code, message: String| core.error_frame(id, code, message);
+/// `body` after `header`, or the error that takes its place, for a peer taking frames of `max`.
+fn body_frame(max: usize, id: u64, header: &Header, body: Result<Body, Error>) -> Frame {
+    let error = |code, message: String| error_frame(max, id, code, message);
     match body {
         Ok(body) => body.into_frame(header, max).unwrap_or_else(|len| {
             error(
@@ -335,11 +339,12 @@ fn body_frame(link: &Shared, id: u64, header: &Header, body: Result<Body, Error>
 /// Sends the final frame of a handler that ran in a task of its own.
 fn finish(
     link: &Shared,
+    max: usize,
     id: u64,
     result: Result<Result<Body, Error>, Box<dyn std::any::Any + Send>>,
 ) {
     let frame = match result {
-        Ok(body) => reply_frame(link, id, body),
+        Ok(body) => reply_frame(max, id, body),
         Err(p) => {
             let msg = panic_message(p.as_ref());
             tracing::warn!(id, panic = %msg, "handler panicked");
@@ -359,6 +364,7 @@ fn finish(
 /// on its way, then ends the stream with its final Response.
 async fn produce(
     link: &Shared,
+    max: usize,
     id: u64,
     fut: futures_util::future::BoxFuture<
         'static,
@@ -367,7 +373,7 @@ async fn produce(
 ) {
     let mut stream = match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(s) => s,
-        Err(p) => return finish(link, id, Err(p)),
+        Err(p) => return finish(link, max, id, Err(p)),
     };
     loop {
         let go = std::future::poll_fn(|cx| link.lock().poll_send_item(id, cx.waker())).await;
@@ -376,7 +382,7 @@ async fn produce(
         }
         match AssertUnwindSafe(stream.next()).catch_unwind().await {
             Ok(Some(Ok(body))) => {
-                let frame = body_frame(link, id, &Header::StreamItem { id }, Ok(body));
+                let frame = body_frame(max, id, &Header::StreamItem { id }, Ok(body));
                 let is_item = frame_is_item(&frame);
                 let mut core = link.lock();
                 if is_item {
@@ -390,7 +396,7 @@ async fn produce(
                     return;
                 }
             }
-            Ok(Some(Err(e))) => return finish(link, id, Ok(Err(e))),
+            Ok(Some(Err(e))) => return finish(link, max, id, Ok(Err(e))),
             Ok(None) => {
                 let end = FrameBuf::new(
                     &Header::Response {
@@ -407,7 +413,7 @@ async fn produce(
                 link.release(core, Write::Now);
                 return;
             }
-            Err(p) => return finish(link, id, Err(p)),
+            Err(p) => return finish(link, max, id, Err(p)),
         }
     }
 }

@@ -15,6 +15,7 @@
 //! 5. **Bytes held** are the sum of the bodies of the calls in the table.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Poll, Waker};
@@ -23,6 +24,7 @@ use std::time::Duration;
 use futures_util::task::AtomicWaker;
 use tokio::time::Instant;
 
+use super::outgoing::IdHasher;
 use crate::error::ErrorCode;
 
 /// A call's cancellation, shared by the table, the handler's task and its `Context`.
@@ -112,7 +114,9 @@ pub(crate) struct Limits {
 /// The table of the peer's calls.
 #[derive(Debug)]
 pub(crate) struct Incoming {
-    calls: HashMap<u64, Served>,
+    /// Keyed by ids the peer chose, hashed cheaply: the table holds at most `max_calls`
+    /// entries, so even ids picked to collide cost at most that many probes.
+    calls: HashMap<u64, Served, BuildHasherDefault<IdHasher>>,
     bytes: usize,
     limits: Limits,
     started: u64,
@@ -121,7 +125,7 @@ pub(crate) struct Incoming {
 impl Incoming {
     pub(crate) fn new(limits: Limits) -> Self {
         Self {
-            calls: HashMap::new(),
+            calls: HashMap::default(),
             bytes: 0,
             limits,
             started: 0,

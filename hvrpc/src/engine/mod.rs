@@ -110,6 +110,16 @@ fn truncate(mut msg: String, max: usize) -> String {
     msg
 }
 
+/// An error response for call `id` whose message is cut to fit a peer's `max_frame`.
+pub(crate) fn error_frame(max_frame: usize, id: u64, code: ErrorCode, message: String) -> Frame {
+    // Header overhead: kind, id, status, code and the message's length: under 32 bytes.
+    let message = truncate(message, max_frame.saturating_sub(32));
+    Core::header_frame(&Header::Response {
+        id,
+        status: Status::Error { code, message },
+    })
+}
+
 impl Core {
     pub(crate) fn new(now: Instant, cfg: CoreConfig) -> Self {
         Self {
@@ -144,12 +154,7 @@ impl Core {
 
     /// An error response for call `id`, its message cut to fit the peer's frame limit.
     pub(crate) fn error_frame(&self, id: u64, code: ErrorCode, message: String) -> Frame {
-        // Header overhead: kind, id, status, code and the message's length: under 32 bytes.
-        let message = truncate(message, self.peer_max_frame.saturating_sub(32));
-        Self::header_frame(&Header::Response {
-            id,
-            status: Status::Error { code, message },
-        })
+        error_frame(self.peer_max_frame, id, code, message)
     }
 
     fn control(&mut self, header: &Header) {
