@@ -17,7 +17,7 @@
 use std::io;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, Encoder};
 
 /// The size of a frame header: a big-endian `u32` payload length.
 pub const HEADER_LEN: usize = 4;
@@ -79,9 +79,8 @@ impl From<FrameError> for io::Error {
 /// assert_eq!(codec.decode(&mut buf)?.as_deref(), Some(&b"hello"[..]));
 /// # Ok::<(), hvrpc_transport::framing::FrameError>(())
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct FrameCodec {
-    inner: LengthDelimitedCodec,
     max: usize,
 }
 
@@ -90,14 +89,9 @@ impl FrameCodec {
     ///
     /// `max_frame_len` is capped at `u32::MAX`, the largest length a header can express.
     pub fn new(max_frame_len: usize) -> Self {
-        let max = max_frame_len.min(u32::MAX as usize);
-        let inner = LengthDelimitedCodec::builder()
-            .big_endian()
-            .length_field_length(HEADER_LEN)
-            // The inner codec's own check would fire too, but only after ours.
-            .max_frame_length(max)
-            .new_codec();
-        Self { inner, max }
+        Self {
+            max: max_frame_len.min(u32::MAX as usize),
+        }
     }
 
     /// The maximum payload length.
@@ -171,8 +165,10 @@ impl Decoder for FrameCodec {
             src.reserve((need - src.len()).min(RESERVE_STEP));
             return Ok(None);
         }
-        // The whole frame is buffered: the inner codec splits it off without reserving.
-        Ok(self.inner.decode(src)?)
+        // The whole frame is buffered: split it off, then drop its length prefix.
+        let mut frame = src.split_to(need);
+        frame.advance(HEADER_LEN);
+        Ok(Some(frame))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {

@@ -200,7 +200,7 @@ impl Body {
     pub(crate) fn into_frame(mut self, header: &Header, max: usize) -> Result<Frame, usize> {
         let mut head = [0u8; HEADROOM];
         let (prefix, rest) = head.split_at_mut(4);
-        let Ok(hlen) = postcard::to_slice(header, rest).map(|h| h.len()) else {
+        let Some(hlen) = protocol::encode_header(header, rest) else {
             return Err(usize::MAX);
         };
         let payload = hlen + self.len();
@@ -215,10 +215,11 @@ impl Body {
             .get_mut(start..HEADROOM)
             .ok_or(payload)?
             .copy_from_slice(src);
-        // Drops the unused headroom in front without copying.
-        let _ = self.buf.split_to(start);
+        // Skips the unused headroom in front without copying (and, unlike `split_to`, without
+        // making the buffer shared, which costs an allocation).
+        bytes::Buf::advance(&mut self.buf, start);
         Ok(Frame {
-            head: self.buf.freeze(),
+            head: self.buf,
             tail: self.tail,
         })
     }

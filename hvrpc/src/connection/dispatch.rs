@@ -1,27 +1,20 @@
-//! The dispatcher: runs the peer's calls. User code (decoding the arguments, the handler's
-//! first poll) runs here, never on the reader.
-//!
-//! A handler that finishes in its first poll is answered from the dispatcher, and the answers
-//! to all the calls it found queued go out in one write. A handler that waits moves to a task
-//! of its own; a method marked blocking runs on a blocking thread; a stream's producer runs in
-//! a task that sends items only as credit allows.
+//! Running the peer's calls: decoding their arguments and polling their handlers once
+//! (user code), then answering, or moving them on: a handler that waits to a task of its own, a
+//! method marked blocking to a blocking thread, a stream's producer to a task that sends items
+//! only as credit allows.
 //!
 //! Invariants:
 //!
 //! 1. A panic in user code (decoding, the handler, the stream) becomes an `Internal` error for
-//!    that call; the dispatcher and the connection go on.
-//! 2. A dispatcher stuck in user code for [`Dispatcher::STUCK`] is replaced: the calls queued
-//!    behind it go to a fresh dispatcher task, so a blocking handler costs a worker thread,
-//!    not the connection. The stuck one ends once its handler returns.
-//! 3. Every dispatched call ends in exactly one final frame, sent by the core's rules
+//!    that call; the connection goes on.
+//! 2. Every call run here ends in exactly one final frame, sent by the core's rules
 //!    (`Core::respond`): a call cancelled or expired meanwhile gets nothing more.
+//! 3. The answer of a handler that finishes in its first poll is queued, not written: the
+//!    caller (the connection's task) writes the answers of a whole batch at once.
 
-use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
@@ -30,7 +23,7 @@ use tracing::Instrument;
 use super::Services;
 use crate::engine::{Cancel, Dispatch, error_frame};
 use crate::error::{Error, ErrorCode};
-use crate::link::{Shared, Write, lock};
+use crate::link::{Shared, Write};
 use crate::protocol::{Frame, FrameBuf, Header, Status};
 use crate::service::{Body, Context, Handler};
 
@@ -42,122 +35,17 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
-/// The peer's calls waiting to run, and the task running them.
-pub(crate) struct Dispatcher {
-    queue: Mutex<VecDeque<Dispatch>>,
-    link: Arc<Shared>,
+/// What running a call needs.
+pub(crate) struct Calls {
+    pub(crate) link: Arc<Shared>,
+    pub(crate) services: Arc<Services>,
     /// The largest frame the peer takes.
-    max_frame: usize,
-    services: Arc<Services>,
-    epoch: Instant,
-    /// Milliseconds after `epoch` (plus one) at which the dispatcher entered user code; 0 when
-    /// it is not in user code.
-    busy_since: AtomicU64,
-    /// The dispatcher task that should run; older ones end.
-    generation: AtomicU64,
+    pub(crate) max_frame: usize,
 }
 
-impl Dispatcher {
-    /// How long the dispatcher may stay in one call's user code before the calls behind it are
-    /// given to a new dispatcher.
-    pub(crate) const STUCK: Duration = Duration::from_millis(10);
-
-    pub(crate) fn start(link: Arc<Shared>, services: Arc<Services>) -> Arc<Self> {
-        let max_frame = link.lock().peer_max_frame();
-        let d = Arc::new(Self {
-            queue: Mutex::new(VecDeque::new()),
-            link,
-            max_frame,
-            services,
-            epoch: Instant::now(),
-            busy_since: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
-        });
-        tokio::spawn(Arc::clone(&d).run(0));
-        d
-    }
-
-    fn millis(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn stuck(&self, now: Instant) -> bool {
-        let since = self.busy_since.load(Ordering::Acquire);
-        since != 0
-            && self.millis(now) + 1 >= since + u64::try_from(Self::STUCK.as_millis()).unwrap_or(0)
-    }
-
-    /// Queues calls to run; wakes the dispatcher, or replaces it if it is stuck. Returns
-    /// whether the dispatcher is busy in user code (the reader then looks again later).
-    pub(crate) fn push(self: &Arc<Self>, calls: &mut Vec<Dispatch>, now: Instant) -> bool {
-        lock(&self.queue).extend(calls.drain(..));
-        if self.stuck(now) {
-            self.replace();
-        } else {
-            self.link.dispatcher.wake();
-        }
-        self.busy_since.load(Ordering::Acquire) != 0
-    }
-
-    /// The reader's second look: replaces a dispatcher stuck with calls waiting. Returns
-    /// whether to look again.
-    pub(crate) fn rescue(self: &Arc<Self>, now: Instant) -> bool {
-        if lock(&self.queue).is_empty() {
-            return false;
-        }
-        if self.stuck(now) {
-            self.replace();
-            return false;
-        }
-        self.busy_since.load(Ordering::Acquire) != 0
-    }
-
-    fn replace(self: &Arc<Self>) {
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        self.busy_since.store(0, Ordering::Release);
-        tracing::debug!(peer = %self.link.peer, "a handler blocks the dispatcher; starting another");
-        tokio::spawn(Arc::clone(self).run(generation));
-    }
-
-    async fn run(self: Arc<Self>, generation: u64) {
-        loop {
-            if self.link.is_closed() || self.generation.load(Ordering::Acquire) != generation {
-                return;
-            }
-            let next = lock(&self.queue).pop_front();
-            let Some(call) = next else {
-                // The answers of the calls run inline go out together.
-                let core = self.link.lock();
-                self.link.release(core, Write::Now);
-                std::future::poll_fn(|cx| {
-                    self.link.dispatcher.register(cx.waker());
-                    if self.link.is_closed()
-                        || !lock(&self.queue).is_empty()
-                        || self.generation.load(Ordering::Acquire) != generation
-                    {
-                        Poll::Ready(())
-                    } else {
-                        Poll::Pending
-                    }
-                })
-                .await;
-                continue;
-            };
-            self.busy_since
-                .store(self.millis(Instant::now()) + 1, Ordering::Release);
-            self.dispatch(call);
-            if self.generation.load(Ordering::Acquire) != generation {
-                // Replaced while in user code: the new dispatcher has the queue.
-                let core = self.link.lock();
-                self.link.release(core, Write::Now);
-                return;
-            }
-            self.busy_since.store(0, Ordering::Release);
-        }
-    }
-
+impl Calls {
     /// Runs one call as far as it goes without waiting.
-    fn dispatch(&self, call: Dispatch) {
+    pub(crate) fn dispatch(&self, call: Dispatch, now: Instant) {
         let Dispatch {
             id,
             service,
@@ -181,13 +69,19 @@ impl Dispatcher {
             service: svc.name(),
             method: method_name,
         };
-        let span = tracing::debug_span!(
-            "hvrpc.serve",
-            service = svc.name(),
-            method = method_name,
-            peer = %self.link.peer,
-            id
-        );
+        // Only when debug events are wanted: even a disabled span costs a call's worth of
+        // instructions where `tracing` forwards to `log`.
+        let span = if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug_span!(
+                "hvrpc.serve",
+                service = svc.name(),
+                method = method_name,
+                peer = %self.link.peer,
+                id
+            )
+        } else {
+            tracing::Span::none()
+        };
         let started = {
             let _entered = span.enter();
             std::panic::catch_unwind(AssertUnwindSafe(|| svc.call(method, ctx, body)))
@@ -224,7 +118,7 @@ impl Dispatcher {
                     Ok(Poll::Ready(body)) => {
                         let frame = reply_frame(self.max_frame, id, body);
                         let mut core = link.lock();
-                        core.respond(Instant::now(), id, frame);
+                        core.respond(now, id, frame);
                         link.release(core, Write::Later);
                     }
                     Ok(Poll::Pending) => {
@@ -405,9 +299,8 @@ async fn produce(
                     },
                     0,
                 )
-                .finish(usize::MAX)
-                .unwrap_or_default()
-                .into();
+                .finish_frame(usize::MAX)
+                .unwrap_or_default();
                 let mut core = link.lock();
                 core.respond(Instant::now(), id, end);
                 link.release(core, Write::Now);

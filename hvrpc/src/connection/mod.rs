@@ -4,8 +4,11 @@
 //! Either side may call the other.
 
 mod dispatch;
-mod reader;
+mod driver;
+mod timer;
+mod watchdog;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -228,20 +231,18 @@ impl Connection {
         // What came with the peer's Hello is read first. (Copied into the FramedRead's buffer,
         // it would wait undecoded until more bytes arrived.)
         let max_frame = config.max_frame.max(handshake::MIN_MAX_FRAME as usize);
-        let framed = FramedRead::new(
-            std::io::Cursor::new(leftover).chain(r),
-            FrameCodec::new(max_frame),
-        );
-        let dispatcher = (params.services.len() > 0)
-            .then(|| dispatch::Dispatcher::start(Arc::clone(&link), Arc::clone(&params.services)));
+        let read: Pin<Box<dyn AsyncRead + Send>> =
+            Box::pin(std::io::Cursor::new(leftover).chain(r));
+        let frames = FramedRead::new(read, FrameCodec::new(max_frame));
+        let calls = dispatch::Calls {
+            link: Arc::clone(&link),
+            services: Arc::clone(&params.services),
+            max_frame: peer_hello.max_frame as usize,
+        };
         // No span on these tasks: entering one on every poll is a cost per frame. Their
         // events name the peer themselves, and handlers run in an `hvrpc.serve` span.
-        tokio::spawn(reader::run(
-            framed,
-            max_frame,
-            Arc::clone(&link),
-            dispatcher,
-        ));
+        driver::Driver::start(calls, frames, max_frame);
+        tokio::spawn(timer::run(Arc::clone(&link)));
         tokio::spawn(Arc::clone(&link).writer());
         tracing::debug!(peer = %link.peer, services = ?peer_hello.services, "connected");
         Ok(Connection {
@@ -279,7 +280,7 @@ impl Connection {
 
     /// Whether new calls may be started: open, and neither side has announced a shutdown.
     pub fn is_usable(&self) -> bool {
-        !self.is_closed() && self.link().lock().is_usable()
+        self.link().is_usable()
     }
 
     /// Why the connection ended, once it has.

@@ -147,9 +147,8 @@ impl Core {
     /// A frame with only a header, for the control queue (small, so it fits any peer's limit).
     fn header_frame(header: &Header) -> Frame {
         FrameBuf::new(header, 0)
-            .finish(usize::MAX)
+            .finish_frame(usize::MAX)
             .unwrap_or_default()
-            .into()
     }
 
     /// An error response for call `id`, its message cut to fit the peer's frame limit.
@@ -166,11 +165,6 @@ impl Core {
     /// Queues the final frame of the peer's call `id` after its other frames.
     fn final_frame(&mut self, id: u64, frame: Frame) {
         let _ = self.send.data(frame, Tag::Reply(id));
-    }
-
-    /// The largest frame payload the peer accepts.
-    pub(crate) fn peer_max_frame(&self) -> usize {
-        self.peer_max_frame
     }
 
     // ---- what the peer sends -----------------------------------------------------------------
@@ -376,11 +370,6 @@ impl Core {
         std::mem::take(&mut self.rearm)
     }
 
-    /// Whether nothing has arrived for a whole keepalive tick.
-    pub(crate) fn quiet_since_tick(&self, now: Instant) -> bool {
-        self.timers.quiet_since_tick(now)
-    }
-
     /// Whatever time makes happen at `now`: keepalive, idle, deadlines, going away.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.life.is_closed() {
@@ -544,9 +533,8 @@ impl Core {
 
     /// The batch taken last is written (`data_bytes` from [`Batch`]): producers whose frames
     /// were waiting for room go on; a finishing connection closes once all is written.
-    pub(crate) fn written(&mut self, batch: &Batch) {
-        self.send
-            .written(SendQueue::batch_data_bytes(batch), &mut self.admitted);
+    pub(crate) fn written(&mut self, batch: Batch) {
+        self.send.written(batch, &mut self.admitted);
         self.wake_admitted();
         self.close_if_finished();
     }

@@ -303,7 +303,7 @@ impl Sim {
                         let (h, _) = protocol::split_frame(&bytes[4..]).unwrap();
                         self.on_wire(h);
                     }
-                    self.core.written(&batch);
+                    self.core.written(batch);
                 }
             }
             Ev::Tick => {

@@ -62,6 +62,8 @@ pub(crate) struct SendQueue {
     budget: usize,
     writing: bool,
     sealed: bool,
+    /// The frame vector of the last batch written, kept for the next one.
+    spare: Vec<Frame>,
 }
 
 /// Why a frame was not queued.
@@ -83,6 +85,7 @@ impl SendQueue {
             budget: budget.max(1),
             writing: false,
             sealed: false,
+            spare: Vec::new(),
         }
     }
 
@@ -162,7 +165,7 @@ impl SendQueue {
         }
         self.writing = true;
         let mut batch = Batch {
-            frames: Vec::with_capacity(self.control.len() + self.data.len().min(64)),
+            frames: std::mem::take(&mut self.spare),
             data_bytes: 0,
         };
         batch.frames.extend(self.control.drain(..));
@@ -177,16 +180,13 @@ impl SendQueue {
     }
 
     /// The batch taken last is written: its bytes leave the budget, blocked frames are
-    /// admitted, and the write role is free again. Returns the tags admitted.
-    pub(crate) fn written(&mut self, data_bytes: usize, admitted: &mut Vec<Tag>) {
+    /// admitted (their tags added to `admitted`), and the write role is free again.
+    pub(crate) fn written(&mut self, mut batch: Batch, admitted: &mut Vec<Tag>) {
         self.writing = false;
-        self.data_bytes -= data_bytes.min(self.data_bytes);
+        self.data_bytes -= batch.data_bytes.min(self.data_bytes);
         self.admit(admitted);
-    }
-
-    /// Data bytes of a batch (what [`written`](Self::written) takes).
-    pub(crate) fn batch_data_bytes(batch: &Batch) -> usize {
-        batch.data_bytes
+        batch.frames.clear();
+        self.spare = batch.frames;
     }
 
     /// Whether someone holds the write role.
@@ -233,13 +233,12 @@ mod tests {
         let mut out = Vec::new();
         let mut admitted = Vec::new();
         while let Some(b) = q.take() {
-            let data = SendQueue::batch_data_bytes(&b);
             out.extend(
                 b.frames
                     .iter()
                     .map(|fr| [&fr.head[..], &fr.tail[..]].concat()),
             );
-            q.written(data, &mut admitted);
+            q.written(b, &mut admitted);
         }
         out
     }
@@ -267,7 +266,7 @@ mod tests {
         q.data(f(b"b"), Tag::Request(2)).unwrap();
         assert!(q.take().is_none(), "a second writer while the first writes");
         let mut admitted = Vec::new();
-        q.written(SendQueue::batch_data_bytes(&first), &mut admitted);
+        q.written(first, &mut admitted);
         let second = q.take().expect("the rest");
         let bytes: Vec<_> = second.frames.iter().map(|fr| fr.head.to_vec()).collect();
         assert_eq!(bytes, [b"ping".to_vec(), b"b".to_vec()]);
@@ -291,7 +290,7 @@ mod tests {
         let b = q.take().unwrap();
         assert_eq!(b.frames.len(), 2);
         let mut admitted = Vec::new();
-        q.written(SendQueue::batch_data_bytes(&b), &mut admitted);
+        q.written(b, &mut admitted);
         assert_eq!(admitted, [Tag::Reply(3), Tag::Reply(4)]);
         assert!(!q.is_blocked(Tag::Reply(3)));
         assert_eq!(drain(&mut q), [vec![3u8], vec![4u8]]);
@@ -332,7 +331,7 @@ mod tests {
             !q.withdraw(Tag::Request(3), &mut admitted),
             "a frame never queued"
         );
-        q.written(SendQueue::batch_data_bytes(&b), &mut admitted);
+        q.written(b, &mut admitted);
         assert!(admitted.is_empty());
         q.data(f(b"ccc"), Tag::Request(4)).unwrap();
         assert!(q.withdraw(Tag::Request(4), &mut admitted), "a queued frame");

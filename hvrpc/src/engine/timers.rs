@@ -146,11 +146,6 @@ impl Timers {
         }
         out
     }
-
-    /// Whether nothing has arrived for a whole tick (buffers may be released).
-    pub(crate) fn quiet_since_tick(&self, now: Instant) -> bool {
-        now.duration_since(self.last_rx) >= self.tick
-    }
 }
 
 #[cfg(test)]

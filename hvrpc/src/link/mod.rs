@@ -47,6 +47,9 @@ pub(crate) enum Write {
     Later,
 }
 
+/// The most slices one vectored write is given.
+const SLICES: usize = 64;
+
 /// A batch being written: its frames from `next` on, the first of them maybe partly written.
 struct Pending {
     batch: Batch,
@@ -64,20 +67,21 @@ impl Pending {
         self.next >= self.batch.frames.len()
     }
 
-    /// The unwritten bytes, as slices (at most 64).
-    fn slices(&self) -> Vec<std::io::IoSlice<'_>> {
-        let mut out = Vec::with_capacity(16);
+    /// The unwritten bytes, as slices (at most [`SLICES`]) in `out`; returns how many.
+    fn slices<'a>(&'a self, out: &mut [std::io::IoSlice<'a>; SLICES]) -> usize {
+        let mut n = 0;
         for f in self.batch.frames.iter().skip(self.next) {
             for chunk in f.chunks() {
                 if !chunk.is_empty() {
-                    out.push(std::io::IoSlice::new(chunk));
+                    let Some(slot) = out.get_mut(n) else {
+                        return n;
+                    };
+                    *slot = std::io::IoSlice::new(chunk);
+                    n += 1;
                 }
             }
-            if out.len() >= 64 {
-                break;
-            }
         }
-        out
+        n
     }
 
     fn advance(&mut self, mut n: usize) {
@@ -125,12 +129,15 @@ pub(crate) struct Shared {
     wr: Mutex<Pin<Box<dyn AsyncWrite + Send>>>,
     parked: Mutex<Option<Pending>>,
     writer: Notify,
-    /// The reader task: re-arm the timer, or stop (with `reader_signal` set).
-    pub(crate) reader: AtomicWaker,
-    reader_signal: AtomicBool,
-    /// The dispatcher task (the connection's, woken on close).
-    pub(crate) dispatcher: AtomicWaker,
+    /// The timer task: re-arm the timer, or stop (with `timer_signal` set).
+    pub(crate) timer: AtomicWaker,
+    timer_signal: AtomicBool,
+    /// The connection's reading task, woken when the connection closes.
+    pub(crate) task: AtomicWaker,
     is_closed: AtomicBool,
+    /// Cleared once either side has said it is going away (or the connection ended): no new
+    /// calls. Read without the lock on every call.
+    usable: AtomicBool,
     closed: CancellationToken,
     pub(crate) peer: Arc<PeerAddr>,
     stall: Duration,
@@ -154,10 +161,11 @@ impl Shared {
             wr: Mutex::new(wr),
             parked: Mutex::new(None),
             writer: Notify::new(),
-            reader: AtomicWaker::new(),
-            reader_signal: AtomicBool::new(false),
-            dispatcher: AtomicWaker::new(),
+            timer: AtomicWaker::new(),
+            timer_signal: AtomicBool::new(false),
+            task: AtomicWaker::new(),
             is_closed: AtomicBool::new(false),
+            usable: AtomicBool::new(true),
             closed: CancellationToken::new(),
             peer: Arc::new(peer),
             stall,
@@ -173,6 +181,11 @@ impl Shared {
         self.is_closed.load(Ordering::Acquire)
     }
 
+    /// Whether new calls may start (without taking the lock).
+    pub(crate) fn is_usable(&self) -> bool {
+        self.usable.load(Ordering::Acquire) && !self.is_closed()
+    }
+
     /// Resolves when the connection has ended.
     pub(crate) async fn closed(&self) {
         self.closed.cancelled().await
@@ -183,7 +196,7 @@ impl Shared {
         self.lock().lost()
     }
 
-    /// Ends an operation on the core: wakes whoever can go on, re-arms the reader, and gets
+    /// Ends an operation on the core: wakes whoever can go on, re-arms the timer, and gets
     /// what was queued written as `write` says.
     pub(crate) fn release(&self, mut core: MutexGuard<'_, Core>, write: Write) {
         let mut wakes: Vec<Waker> = Vec::new();
@@ -195,6 +208,9 @@ impl Shared {
             Write::Soon | Write::Later => None,
         };
         let soon = write == Write::Soon && core.wants_write();
+        if !core.is_usable() {
+            self.usable.store(false, Ordering::Release);
+        }
         let reason = if closed && !self.is_closed() {
             core.reason()
         } else {
@@ -207,7 +223,7 @@ impl Shared {
         if closed {
             self.on_closed(reason);
         } else if rearm {
-            self.signal_reader();
+            self.signal_timer();
         }
         if let Some(batch) = batch {
             self.write_now(batch);
@@ -217,14 +233,14 @@ impl Shared {
         }
     }
 
-    fn signal_reader(&self) {
-        self.reader_signal.store(true, Ordering::Release);
-        self.reader.wake();
+    fn signal_timer(&self) {
+        self.timer_signal.store(true, Ordering::Release);
+        self.timer.wake();
     }
 
-    /// Whether the reader was signalled since it last looked (and clears it).
-    pub(crate) fn take_reader_signal(&self) -> bool {
-        self.reader_signal.swap(false, Ordering::AcqRel)
+    /// Whether the timer was signalled since it last looked (and clears it).
+    pub(crate) fn take_timer_signal(&self) -> bool {
+        self.timer_signal.swap(false, Ordering::AcqRel)
     }
 
     fn on_closed(&self, reason: Option<Arc<str>>) {
@@ -233,8 +249,8 @@ impl Shared {
                 tracing::debug!(peer = %self.peer, %reason, "connection closed");
             }
             self.closed.cancel();
-            self.signal_reader();
-            self.dispatcher.wake();
+            self.signal_timer();
+            self.task.wake();
             self.writer.notify_one();
         }
     }
@@ -271,7 +287,7 @@ impl Shared {
                 }
             }
             let mut core = self.lock();
-            core.written(&pending.batch);
+            core.written(pending.batch);
             let next = core.take_batch();
             self.release(core, Write::Later);
             match next {
@@ -291,12 +307,12 @@ impl Shared {
         let mut cx = Context::from_waker(&waker);
         let mut w = lock(&self.wr);
         while !pending.is_done() {
-            let slices = pending.slices();
-            let polled = poll_write_slices(w.as_mut(), &mut cx, &slices);
+            let mut slices = [std::io::IoSlice::new(&[]); SLICES];
+            let n = pending.slices(&mut slices);
+            let polled = poll_write_slices(w.as_mut(), &mut cx, slices.get(..n).unwrap_or(&[]));
             match polled {
                 Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
-                    drop(slices);
                     pending.advance(n);
                 }
                 Poll::Ready(Err(e)) => return Err(e),
@@ -315,8 +331,9 @@ impl Shared {
         while !pending.is_done() {
             let n = self
                 .progress(std::future::poll_fn(|cx| {
-                    let slices = pending.slices();
-                    poll_write_slices(lock(&self.wr).as_mut(), cx, &slices)
+                    let mut slices = [std::io::IoSlice::new(&[]); SLICES];
+                    let n = pending.slices(&mut slices);
+                    poll_write_slices(lock(&self.wr).as_mut(), cx, slices.get(..n).unwrap_or(&[]))
                 }))
                 .await?;
             if n == 0 {
@@ -367,7 +384,7 @@ impl Shared {
                     break;
                 }
                 let mut core = self.lock();
-                core.written(&pending.batch);
+                core.written(pending.batch);
                 self.release(core, Write::Later);
             }
             if self.is_closed() {
@@ -375,7 +392,7 @@ impl Shared {
             }
         }
         // Release the write half now, not when the last handle goes: the stream closes once
-        // the reader lets go of its half too.
+        // the read half is let go of its half too.
         *lock(&self.wr) = Box::pin(tokio::io::sink());
     }
 }

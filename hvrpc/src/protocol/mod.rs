@@ -1,0 +1,125 @@
+//! The wire protocol: the preamble, frame headers and the handshake. `docs/PROTOCOL.md` is the
+//! specification; the golden tests at the bottom pin the bytes it documents.
+//!
+//! Every frame is `u32` big-endian length, then the postcard encoding of a [`Header`], then the
+//! frame's body: for requests the postcard-encoded arguments, for responses and stream items the
+//! postcard-encoded value. The frame length bounds the body, so the body has no length of its
+//! own.
+
+mod encode;
+mod frame;
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+
+pub(crate) use encode::{decode_exact, encode_header, encode_into, split_frame};
+pub(crate) use frame::{Frame, FrameBuf, INLINE_TAIL, put_len_varint};
+
+/// The bytes each side sends first: `HVRPC`, the major protocol version, two reserved zeros.
+pub(crate) const PREAMBLE: [u8; 8] = *b"HVRPC\x01\x00\x00";
+/// The magic at the start of the preamble.
+pub(crate) const MAGIC: &[u8; 5] = b"HVRPC";
+/// The major protocol version; peers with different major versions refuse each other.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// A frame header. The variant index is the frame kind on the wire: never reorder.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Header {
+    /// Kind 0: the handshake; the first frame in each direction, and only then.
+    Hello(Hello),
+    /// Kind 1: call `method` of the receiver's `service` (indexes into the receiver's Hello).
+    /// The body is the postcard tuple of the arguments.
+    Request {
+        /// The caller's id for the call, unique on the connection in the caller's direction.
+        id: u64,
+        /// Index into the receiver's offered services.
+        service: u32,
+        /// Index of the method within the service (declaration order).
+        method: u32,
+        /// Relative deadline in milliseconds; `None` for none.
+        timeout_ms: Option<u64>,
+        /// For streaming methods: how many items the caller accepts before granting more
+        /// with `Credit`; 0 for unary methods.
+        window: u32,
+    },
+    /// Kind 2: the outcome of a call. For `Ok`, the body is the value (unary) or empty (the
+    /// end of a stream).
+    Response {
+        /// The call.
+        id: u64,
+        /// How it ended.
+        status: Status,
+    },
+    /// Kind 3: one item of a server stream; the body is the item.
+    StreamItem {
+        /// The call.
+        id: u64,
+    },
+    /// Kind 4: the caller accepts `items` more stream items.
+    Credit {
+        /// The call.
+        id: u64,
+        /// Additional items.
+        items: u32,
+    },
+    /// Kind 5: the caller gave up on a call; the receiver stops its handler and sends nothing
+    /// more for it.
+    Cancel {
+        /// The call.
+        id: u64,
+    },
+    /// Kind 6: keepalive probe; answered with `Pong` carrying the same value.
+    Ping(u64),
+    /// Kind 7: keepalive answer.
+    Pong(u64),
+    /// Kind 8: the sender is shutting down: it accepts no new calls, finishes the ones in
+    /// flight, then closes.
+    GoAway {
+        /// Why, for logs.
+        reason: String,
+    },
+}
+
+/// How a call ended.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// The handler returned; the body holds its value.
+    Ok,
+    /// The call failed in the runtime, not in the handler's own logic.
+    Error {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// Human-readable details.
+        message: String,
+    },
+}
+
+/// The handshake message.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Hello {
+    /// Optional features the sender supports (none defined yet; unknown bits are ignored).
+    pub(crate) features: u64,
+    /// The largest frame payload the sender accepts.
+    pub(crate) max_frame: u32,
+    /// How many of the receiver's calls the sender runs at once.
+    pub(crate) max_concurrent_calls: u32,
+    /// The services the sender serves; requests address them by index.
+    pub(crate) services: Vec<ServiceInfo>,
+    /// The services the sender intends to call, so that the receiver can report a mismatch
+    /// from its side too.
+    pub(crate) wants: Vec<ServiceInfo>,
+    /// Free text naming the implementation, e.g. `hvrpc/0.1.0`.
+    pub(crate) agent: String,
+}
+
+/// A service as announced in the handshake.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceInfo {
+    /// The service's name, e.g. `GuestInfo`.
+    pub name: String,
+    /// The fingerprint of its method signatures.
+    pub fingerprint: u64,
+}
