@@ -159,6 +159,25 @@ fn poll_write(fd: &AsyncFd<Socket>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io
     }
 }
 
+/// One `sendmsg` of several buffers: the RPC layer writes a batch of frames at once.
+fn poll_write_vectored(
+    fd: &AsyncFd<Socket>,
+    cx: &mut Context<'_>,
+    bufs: &[io::IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    loop {
+        let mut guard = ready!(fd.poll_write_ready(cx))?;
+        match guard.try_io(|inner| {
+            inner
+                .get_ref()
+                .send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
+        }) {
+            Ok(result) => return Poll::Ready(result),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
 fn shutdown_write(fd: &AsyncFd<Socket>) -> Poll<io::Result<()>> {
     Poll::Ready(match fd.get_ref().shutdown(std::net::Shutdown::Write) {
         // Already closed by the peer: nothing left to shut down.
@@ -190,6 +209,18 @@ macro_rules! impl_write {
                 buf: &[u8],
             ) -> Poll<io::Result<usize>> {
                 poll_write(&self.fd, cx, buf)
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                poll_write_vectored(&self.fd, cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                true
             }
 
             fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -109,24 +109,52 @@ impl Pending {
     }
 }
 
-/// One write of `slices`: vectored where the stream supports it, else the first slice.
-fn poll_write_slices(
-    w: Pin<&mut (dyn AsyncWrite + Send)>,
-    cx: &mut Context<'_>,
-    slices: &[std::io::IoSlice<'_>],
-) -> Poll<std::io::Result<usize>> {
-    match slices {
-        [] => Poll::Ready(Ok(0)),
-        [one] => w.poll_write(cx, one),
-        [first, ..] if !w.is_write_vectored() => w.poll_write(cx, first),
-        many => w.poll_write_vectored(cx, many),
+/// The write half, and a buffer for streams without vectored writes.
+pub(crate) struct Writer {
+    io: Pin<Box<dyn AsyncWrite + Send>>,
+    /// Small frames copied together for a stream that writes one buffer at a time.
+    scratch: Vec<u8>,
+}
+
+/// Up to this much is copied together for a stream without vectored writes.
+const COALESCE: usize = 64 * 1024;
+
+impl Writer {
+    /// One write of `slices`: vectored where the stream supports it; else the first slice, or
+    /// the small leading slices copied together (one syscall for a batch of small frames).
+    fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        slices: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match slices {
+            [] => Poll::Ready(Ok(0)),
+            [one] => self.io.as_mut().poll_write(cx, one),
+            many if self.io.is_write_vectored() => self.io.as_mut().poll_write_vectored(cx, many),
+            [first, ..] if first.len() >= COALESCE / 4 => self.io.as_mut().poll_write(cx, first),
+            many => {
+                self.scratch.clear();
+                for s in many {
+                    if !self.scratch.is_empty() && self.scratch.len() + s.len() > COALESCE {
+                        break;
+                    }
+                    self.scratch.extend_from_slice(s);
+                }
+                // What is written of the copy is written of the slices: same bytes, in order.
+                let polled = self.io.as_mut().poll_write(cx, &self.scratch);
+                if self.scratch.capacity() > COALESCE * 2 {
+                    self.scratch = Vec::new();
+                }
+                polled
+            }
+        }
     }
 }
 
 /// What a connection's tasks, callers and handlers share.
 pub(crate) struct Shared {
     core: Mutex<Core>,
-    wr: Mutex<Pin<Box<dyn AsyncWrite + Send>>>,
+    wr: Mutex<Writer>,
     parked: Mutex<Option<Pending>>,
     writer: Notify,
     /// The timer task: re-arm the timer, or stop (with `timer_signal` set).
@@ -158,7 +186,10 @@ impl Shared {
     ) -> Arc<Self> {
         Arc::new(Self {
             core: Mutex::new(core),
-            wr: Mutex::new(wr),
+            wr: Mutex::new(Writer {
+                io: wr,
+                scratch: Vec::new(),
+            }),
             parked: Mutex::new(None),
             writer: Notify::new(),
             timer: AtomicWaker::new(),
@@ -309,7 +340,7 @@ impl Shared {
         while !pending.is_done() {
             let mut slices = [std::io::IoSlice::new(&[]); SLICES];
             let n = pending.slices(&mut slices);
-            let polled = poll_write_slices(w.as_mut(), &mut cx, slices.get(..n).unwrap_or(&[]));
+            let polled = w.poll_write(&mut cx, slices.get(..n).unwrap_or(&[]));
             match polled {
                 Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
@@ -320,7 +351,7 @@ impl Shared {
             }
         }
         Ok(matches!(
-            w.as_mut().poll_flush(&mut cx),
+            w.io.as_mut().poll_flush(&mut cx),
             Poll::Ready(Ok(()))
         ))
     }
@@ -333,7 +364,7 @@ impl Shared {
                 .progress(std::future::poll_fn(|cx| {
                     let mut slices = [std::io::IoSlice::new(&[]); SLICES];
                     let n = pending.slices(&mut slices);
-                    poll_write_slices(lock(&self.wr).as_mut(), cx, slices.get(..n).unwrap_or(&[]))
+                    lock(&self.wr).poll_write(cx, slices.get(..n).unwrap_or(&[]))
                 }))
                 .await?;
             if n == 0 {
@@ -342,7 +373,7 @@ impl Shared {
             pending.advance(n);
         }
         self.progress(std::future::poll_fn(|cx| {
-            lock(&self.wr).as_mut().poll_flush(cx)
+            lock(&self.wr).io.as_mut().poll_flush(cx)
         }))
         .await
     }
@@ -393,7 +424,7 @@ impl Shared {
         }
         // Release the write half now, not when the last handle goes: the stream closes once
         // the read half is let go of its half too.
-        *lock(&self.wr) = Box::pin(tokio::io::sink());
+        lock(&self.wr).io = Box::pin(tokio::io::sink());
     }
 }
 
