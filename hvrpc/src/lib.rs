@@ -81,6 +81,7 @@ mod engine;
 mod error;
 mod link;
 mod protocol;
+pub mod schema;
 mod server;
 mod service;
 mod streaming;
