@@ -38,7 +38,7 @@ impl SocketOptions {
 
 /// How often and how patiently to retry a failed connect.
 ///
-/// Only errors that can go away by themselves are retried ([`is_retryable`]): refused,
+/// Only errors that can go away by themselves are retried ([`is_retryable`](crate::is_retryable)): refused,
 /// reset, timed out, unreachable — the guest is still booting, the host service is restarting,
 /// the VM was just restored. The delay before attempt `n + 1` is `initial_backoff * 2^(n-1)`,
 /// capped at `max_backoff`, with ±20 % jitter so that many guests reconnecting to one host do
@@ -101,7 +101,7 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Options for [`connect_with`].
+/// Options for [`connect_with`](crate::connect_with).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectOptions {

@@ -61,7 +61,7 @@ guid_newtype!(
     ///
     /// On a Windows host, `(Get-VM -Name X).Id` or `hvc.exe id X` prints a VM's id. The
     /// well-known values ([`VmId::WILDCARD`], [`VmId::PARENT`], …) are described in the
-    /// [module documentation](self).
+    /// [module documentation](crate::addr).
     VmId,
     "VM id"
 );
