@@ -26,41 +26,107 @@ struct Generator<'a> {
     rt: TokenStream,
     client: Ident,
     server: Ident,
-    fingerprint: u64,
-}
-
-/// FNV-1a, 64 bit.
-fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 impl<'a> Generator<'a> {
     fn new(def: &'a ServiceDef) -> Self {
         let krate = &def.krate;
-        // The fingerprint covers the name, and each method's name, argument types and return
-        // type in order: what decides the bytes on the wire. Argument names do not count.
-        let mut canon = format!("hvrpc-service-v1 {};", def.name);
-        for m in &def.methods {
-            let args: Vec<String> = m
-                .args
-                .iter()
-                .map(|(_, ty)| quote!(#ty).to_string())
-                .collect();
-            canon.push_str(&format!(
-                "{}({})->{};",
-                m.ident,
-                args.join(","),
-                m.ret_tokens
-            ));
-        }
         Self {
             def,
             rt: quote!(#krate::__private),
             client: format_ident!("{}Client", def.ident),
             server: format_ident!("{}Server", def.ident),
-            fingerprint: fnv1a(canon.as_bytes()),
+        }
+    }
+
+    /// `#[cfg(…)]` of method `m`, for every item generated for it.
+    fn cfg_attrs(m: &Method) -> TokenStream {
+        let cfgs = &m.cfgs;
+        quote!(#(#[cfg(#cfgs)])*)
+    }
+
+    /// Whether method `m` exists in this build, as a constant expression.
+    fn present(m: &Method) -> TokenStream {
+        let cfgs = &m.cfgs;
+        if cfgs.is_empty() {
+            quote!(true)
+        } else {
+            quote!(::core::cfg!(all(#(#cfgs),*)))
+        }
+    }
+
+    /// The number of method `k` on the wire: how many methods before it exist in this build
+    /// (methods under `#[cfg(…)]` may not), as a constant expression.
+    fn index_expr(&self, k: usize) -> TokenStream {
+        let before = self.def.methods.iter().take(k).map(Self::present);
+        quote!((0u32 #(+ (#before as u32))*))
+    }
+
+    /// The argument tuple's type as traced and translated: byte strings as `Vec<u8>` (the
+    /// same bytes on the wire).
+    fn wire_args(m: &Method) -> TokenStream {
+        let tys = m.args.iter().map(|(_, t)| {
+            if is_byte_string(t) {
+                quote!(::std::vec::Vec<u8>)
+            } else {
+                quote!(#t)
+            }
+        });
+        quote!((#(#tys,)*))
+    }
+
+    /// The result's type as traced: a stream's item; byte strings as `Vec<u8>`.
+    fn wire_result(m: &Method) -> TokenStream {
+        match &m.output {
+            Output::Plain(t) if is_byte_string(t) => quote!(::std::vec::Vec<u8>),
+            Output::Plain(t) | Output::Streaming(t) | Output::AliasedResult(t) => quote!(#t),
+            Output::Result { full, .. } => quote!(#full),
+        }
+    }
+
+    /// The client's (and server's) `spec()`: the methods traced once, on first use.
+    fn spec_fn(&self) -> TokenStream {
+        let rt = &self.rt;
+        let name = LitStr::new(&self.def.name, proc_macro2::Span::call_site());
+        let doc = crate::parse::doc_text(&self.def.attrs);
+        let defs = self.def.methods.iter().map(|m| {
+            let cfg = Self::cfg_attrs(m);
+            let mname = LitStr::new(&m.ident.to_string(), m.ident.span());
+            let mdoc = &m.doc;
+            let kind = match m.output {
+                Output::Streaming(_) => quote!(#rt::MethodKind::ServerStream),
+                _ => quote!(#rt::MethodKind::Unary),
+            };
+            let arg_names = m
+                .args
+                .iter()
+                .map(|(n, _)| LitStr::new(&n.to_string(), n.span()));
+            let args = Self::wire_args(m);
+            let result = Self::wire_result(m);
+            quote! {
+                #cfg
+                defs.push(#rt::MethodDef {
+                    name: #mname,
+                    doc: #mdoc,
+                    kind: #kind,
+                    args: &[#(#arg_names),*],
+                    trace: #rt::trace_method::<#args, #result>,
+                });
+            }
+        });
+        quote! {
+            fn spec() -> ::core::result::Result<
+                ::std::sync::Arc<#rt::ServiceSpec>,
+                ::std::sync::Arc<str>,
+            > {
+                static SPEC: #rt::SpecCell = #rt::SpecCell::new();
+                SPEC.get(#name, #doc, || {
+                    #[allow(unused_mut)]
+                    let mut defs = ::std::vec::Vec::new();
+                    #(#defs)*
+                    defs
+                })
+            }
         }
     }
 
@@ -123,6 +189,7 @@ impl<'a> Generator<'a> {
         match &m.output {
             Output::Plain(t) => quote!(#t),
             Output::Result { full, .. } => quote!(#full),
+            Output::AliasedResult(t) => quote!(#t),
             Output::Streaming(t) => quote!(#rt::Streaming<#t>),
         }
     }
@@ -131,17 +198,50 @@ impl<'a> Generator<'a> {
         let rt = &self.rt;
         let name = LitStr::new(&self.def.name, proc_macro2::Span::call_site());
         let id = self.id_expr();
-        let fp = self.fingerprint;
-        let methods = self
+        let methods: Vec<LitStr> = self
             .def
             .methods
             .iter()
-            .map(|m| LitStr::new(&m.ident.to_string(), m.ident.span()));
+            .map(|m| LitStr::new(&m.ident.to_string(), m.ident.span()))
+            .collect();
+        let list = if self.def.methods.iter().all(|m| m.cfgs.is_empty()) {
+            quote!(&[#(#methods),*])
+        } else {
+            // Only the methods that exist in this build, worked out at compile time.
+            let present = self.def.methods.iter().map(Self::present);
+            let n = methods.len();
+            quote! {{
+                const ALL: [(&str, bool); #n] = [#((#methods, #present)),*];
+                const COUNT: usize = {
+                    let mut n = 0;
+                    let mut i = 0;
+                    while i < #n {
+                        if ALL[i].1 {
+                            n += 1;
+                        }
+                        i += 1;
+                    }
+                    n
+                };
+                const PRESENT: [&str; COUNT] = {
+                    let mut out = [""; COUNT];
+                    let (mut i, mut j) = (0, 0);
+                    while i < #n {
+                        if ALL[i].1 {
+                            out[j] = ALL[i].0;
+                            j += 1;
+                        }
+                        i += 1;
+                    }
+                    out
+                };
+                &PRESENT
+            }}
+        };
         quote! {
             const NAME: &'static str = #name;
             const ID: #rt::ServiceId = #id;
-            const FINGERPRINT: u64 = #fp;
-            const METHODS: &'static [&'static str] = &[#(#methods),*];
+            const METHODS: &'static [&'static str] = #list;
         }
     }
 
@@ -151,6 +251,7 @@ impl<'a> Generator<'a> {
         let client = &self.client;
         let trait_name = &self.def.ident;
         let consts = self.consts();
+        let spec = self.spec_fn();
         let doc = format!(
             "The client of [`{trait_name}`]. Cheap to clone; every clone shares the connection.\n\n{}",
             self.identity_doc()
@@ -171,6 +272,7 @@ impl<'a> Generator<'a> {
 
             impl #rt::ServiceDef for #client {
                 #consts
+                #spec
             }
 
             impl #rt::Client for #client {
@@ -232,6 +334,18 @@ impl<'a> Generator<'a> {
                     &self.channel
                 }
 
+                /// Whether the peer (connected to first, if need be) has `method` in a release
+                /// this side can call: a host adapting to older guests asks before using a
+                /// newer method. A method it lacks fails with `Error::Unimplemented`, one whose
+                /// schemas conflict with `Error::Incompatible`.
+                #vis async fn peer_supports(
+                    &self,
+                    method: &str,
+                ) -> ::core::result::Result<bool, #rt::Error> {
+                    let conn = self.channel.connection().await?;
+                    ::core::result::Result::Ok(conn.peer_supports::<Self>(method))
+                }
+
                 #(#methods)*
             }
         }
@@ -243,7 +357,8 @@ impl<'a> Generator<'a> {
         let Method {
             attrs, ident, args, ..
         } = m;
-        let index = index as u32;
+        let index = self.index_expr(index);
+        let cfg = Self::cfg_attrs(m);
         let params = args.iter().map(|(n, t)| quote!(#n: #t));
         // Byte strings (`Vec<u8>`, `Bytes`) travel as postcard bytes: the same wire form as a
         // sequence of u8, but one copy instead of a serde call per byte. The last argument, if
@@ -264,22 +379,23 @@ impl<'a> Generator<'a> {
             None => quote!(::core::option::Option::None),
         };
         let docs = attrs.iter().filter(|a| a.path().is_ident("doc"));
+        let docs = quote!(#(#docs)* #cfg);
         let args_tuple = quote!((#(#refs,)*));
         match &m.output {
             Output::Plain(t) if is_byte_string(t) => quote! {
-                #(#docs)*
+                #docs
                 #vis async fn #ident(&self, #(#params),*) -> ::core::result::Result<#t, #rt::Error> {
                     #rt::call_unary_bytes::<Self, _, #t>(&self.channel, #index, &#args_tuple, #tail, &self.options).await
                 }
             },
             Output::Plain(t) => quote! {
-                #(#docs)*
+                #docs
                 #vis async fn #ident(&self, #(#params),*) -> ::core::result::Result<#t, #rt::Error> {
                     #rt::call_unary::<Self, _, #t>(&self.channel, #index, &#args_tuple, #tail, &self.options).await
                 }
             },
             Output::Result { ok, err, full } => quote! {
-                #(#docs)*
+                #docs
                 #vis async fn #ident(&self, #(#params),*) -> ::core::result::Result<#ok, #rt::Error<#err>> {
                     match #rt::call_unary::<Self, _, #full>(&self.channel, #index, &#args_tuple, #tail, &self.options).await {
                         ::core::result::Result::Ok(::core::result::Result::Ok(v)) => ::core::result::Result::Ok(v),
@@ -290,8 +406,22 @@ impl<'a> Generator<'a> {
                     }
                 }
             },
+            Output::AliasedResult(full) => quote! {
+                #docs
+                #vis async fn #ident(&self, #(#params),*) -> ::core::result::Result<
+                    <#full as #rt::ResultParts>::Ok,
+                    #rt::Error<<#full as #rt::ResultParts>::Err>,
+                > {
+                    match #rt::call_unary::<Self, _, #full>(&self.channel, #index, &#args_tuple, #tail, &self.options).await {
+                        ::core::result::Result::Ok(r) => {
+                            #rt::ResultParts::into_result(r).map_err(#rt::Error::Application)
+                        }
+                        ::core::result::Result::Err(e) => ::core::result::Result::Err(e.with_application()),
+                    }
+                }
+            },
             Output::Streaming(t) => quote! {
-                #(#docs)*
+                #docs
                 #vis async fn #ident(&self, #(#params),*)
                     -> ::core::result::Result<#rt::Streaming<#t>, #rt::Error>
                 {
@@ -313,13 +443,30 @@ impl<'a> Generator<'a> {
              it back over a client connection with `hvrpc::Connector::serve`).\n\n{}",
             self.identity_doc()
         );
-        let names = self.def.methods.iter().enumerate().map(|(i, m)| {
-            let i = i as u32;
+        // The methods' numbers in this build, as constants to match on.
+        let index_consts: Vec<TokenStream> = (0..self.def.methods.len())
+            .map(|k| {
+                let c = format_ident!("__M{}", k);
+                let e = self.index_expr(k);
+                let cfg = Self::cfg_attrs(&self.def.methods[k]);
+                quote!(#cfg #[allow(non_upper_case_globals)] const #c: u32 = #e;)
+            })
+            .collect();
+        let names = self.def.methods.iter().enumerate().map(|(k, m)| {
+            let i = format_ident!("__M{}", k);
+            let cfg = Self::cfg_attrs(m);
             let name = LitStr::new(&m.ident.to_string(), m.ident.span());
-            quote!(#i => ::core::option::Option::Some(#name),)
+            quote!(#cfg #i => ::core::option::Option::Some(#name),)
         });
-        let arms = self.def.methods.iter().enumerate().map(|(i, m)| {
-            let i = i as u32;
+        let translations = self.def.methods.iter().enumerate().map(|(k, m)| {
+            let i = format_ident!("__M{}", k);
+            let cfg = Self::cfg_attrs(m);
+            let args = Self::wire_args(m);
+            quote!(#cfg #i => #rt::retranslate::<#args>(args, reading),)
+        });
+        let arms = self.def.methods.iter().enumerate().map(|(k, m)| {
+            let i = format_ident!("__M{}", k);
+            let cfg = Self::cfg_attrs(m);
             let ident = &m.ident;
             let name = LitStr::new(&ident.to_string(), ident.span());
             let vars: Vec<Ident> = (0..m.args.len())
@@ -354,63 +501,88 @@ impl<'a> Generator<'a> {
                 _ => call,
             };
             quote! {
+                #cfg
                 #i => {
                     let (#(#vars,)*): (#(#tys,)*) = #rt::decode_args(
                         <Self as #rt::ServiceDef>::NAME, #name, &args,
                     )?;
                     #(#owned)*
-                    let service = <::std::sync::Arc<S> as ::core::clone::Clone>::clone(&self.inner);
+                    let service = <::std::sync::Arc<HvrpcImpl> as ::core::clone::Clone>::clone(&self.inner);
                     ::core::result::Result::Ok(#handler(async move { #body }))
                 }
             }
         });
         quote! {
             #[doc = #doc]
-            #vis struct #server<S> {
-                inner: ::std::sync::Arc<S>,
+            #vis struct #server<HvrpcImpl> {
+                inner: ::std::sync::Arc<HvrpcImpl>,
             }
 
-            impl<S: #trait_name> #server<S> {
+            impl<HvrpcImpl: #trait_name> #server<HvrpcImpl> {
                 /// Wraps an implementation.
-                #vis fn new(service: S) -> Self {
+                #vis fn new(service: HvrpcImpl) -> Self {
                     Self { inner: ::std::sync::Arc::new(service) }
                 }
 
                 /// Wraps an implementation that is shared with other code.
-                #vis fn from_arc(service: ::std::sync::Arc<S>) -> Self {
+                #vis fn from_arc(service: ::std::sync::Arc<HvrpcImpl>) -> Self {
                     Self { inner: service }
                 }
             }
 
-            impl<S> ::core::clone::Clone for #server<S> {
+            impl<HvrpcImpl> ::core::clone::Clone for #server<HvrpcImpl> {
                 fn clone(&self) -> Self {
-                    Self { inner: <::std::sync::Arc<S> as ::core::clone::Clone>::clone(&self.inner) }
+                    Self { inner: <::std::sync::Arc<HvrpcImpl> as ::core::clone::Clone>::clone(&self.inner) }
                 }
             }
 
-            impl<S> ::core::fmt::Debug for #server<S> {
+            impl<HvrpcImpl> ::core::fmt::Debug for #server<HvrpcImpl> {
                 fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                     f.write_str(::core::stringify!(#server))
                 }
             }
 
-            impl<S> #rt::ServiceDef for #server<S> {
+            impl<HvrpcImpl> #rt::ServiceDef for #server<HvrpcImpl> {
                 #consts
+
+                fn spec() -> ::core::result::Result<
+                    ::std::sync::Arc<#rt::ServiceSpec>,
+                    ::std::sync::Arc<str>,
+                > {
+                    <#client as #rt::ServiceDef>::spec()
+                }
             }
 
-            impl<S: #trait_name> #rt::Service for #server<S> {
+            impl<HvrpcImpl: #trait_name> #rt::Service for #server<HvrpcImpl> {
                 fn name(&self) -> &'static str {
                     <#client as #rt::ServiceDef>::NAME
                 }
 
-                fn fingerprint(&self) -> u64 {
-                    <#client as #rt::ServiceDef>::FINGERPRINT
+                fn spec(&self) -> ::core::result::Result<
+                    ::std::sync::Arc<#rt::ServiceSpec>,
+                    ::std::sync::Arc<str>,
+                > {
+                    <#client as #rt::ServiceDef>::spec()
                 }
 
                 fn method_name(&self, method: u32) -> ::core::option::Option<&'static str> {
+                    #(#index_consts)*
                     match method {
                         #(#names)*
                         _ => ::core::option::Option::None,
+                    }
+                }
+
+                fn translate_args(
+                    &self,
+                    method: u32,
+                    args: &[u8],
+                    reading: &#rt::Reading,
+                ) -> ::core::result::Result<#rt::Bytes, #rt::String> {
+                    #(#index_consts)*
+                    match method {
+                        #(#translations)*
+                        _ => ::core::result::Result::Err(<#rt::String as ::core::convert::From<&str>>::from("no such method")),
                     }
                 }
 
@@ -420,6 +592,7 @@ impl<'a> Generator<'a> {
                     ctx: #rt::Context,
                     args: #rt::Bytes,
                 ) -> ::core::result::Result<#rt::Handler, (#rt::ErrorCode, #rt::String)> {
+                    #(#index_consts)*
                     match method {
                         #(#arms)*
                         _ => ::core::result::Result::Err(#rt::unknown_method(

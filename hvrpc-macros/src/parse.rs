@@ -8,7 +8,9 @@ use syn::{
     ReturnType, TraitItem, Type, Visibility,
 };
 
-/// Names the generated client defines itself; an RPC method may not take them.
+/// Names the generated client defines itself, or takes from the traits it implements (an
+/// inherent method would shadow them: `client.clone()` would call the RPC); an RPC method may
+/// not take them.
 pub(crate) const RESERVED: &[&str] = &[
     "new",
     "connect",
@@ -17,6 +19,13 @@ pub(crate) const RESERVED: &[&str] = &[
     "with_options",
     "with_timeout",
     "channel",
+    "peer_supports",
+    // Clone, Debug, ServiceDef, Client.
+    "clone",
+    "clone_from",
+    "fmt",
+    "spec",
+    "from_channel",
 ];
 
 pub(crate) enum Identity {
@@ -37,12 +46,16 @@ pub(crate) struct ServiceDef {
 pub(crate) enum Output {
     /// `-> T`
     Plain(Type),
-    /// `-> Result<T, E>`: `E` travels typed to the caller.
+    /// `-> Result<T, E>` (or an alias of one, marked `#[hvrpc(result)]`): `E` travels typed
+    /// to the caller.
     Result {
         ok: Box<Type>,
         err: Box<Type>,
         full: Box<Type>,
     },
+    /// `#[hvrpc(result)] -> R<T>`: a `Result` behind an alias; its parts are named through
+    /// the runtime's `ResultParts`.
+    AliasedResult(Type),
     /// `-> Streaming<T>`
     Streaming(Type),
 }
@@ -52,10 +65,13 @@ pub(crate) struct Method {
     pub(crate) attrs: Vec<Attribute>,
     /// `#[hvrpc(blocking)]`: the handler runs on a thread for blocking work.
     pub(crate) blocking: bool,
+    /// The predicates of the method's `#[cfg(…)]` attributes (all must hold for it to exist).
+    pub(crate) cfgs: Vec<TokenStream>,
+    /// Its doc comment's text.
+    pub(crate) doc: String,
     pub(crate) ident: Ident,
     pub(crate) args: Vec<(Ident, Type)>,
     pub(crate) output: Output,
-    pub(crate) ret_tokens: String,
 }
 
 fn err<T>(span: Span, msg: impl std::fmt::Display) -> syn::Result<T> {
@@ -250,9 +266,25 @@ fn parse_method(item: &TraitItem) -> syn::Result<Method> {
             "`impl Trait` return types aren't allowed in RPC methods",
         );
     }
-    let ret_tokens = quote::quote!(#ret).to_string();
-    let output = classify(&ret);
-    let (attrs, blocking) = method_options(&f.attrs)?;
+    let (attrs, opts) = method_options(&f.attrs)?;
+    let output = if opts.result {
+        if let Output::Streaming(_) = classify(&ret) {
+            return err(
+                sig.ident.span(),
+                "`#[hvrpc(result)]` marks a `Result` spelled through an alias; this returns a stream",
+            );
+        }
+        Output::AliasedResult(ret.clone())
+    } else {
+        classify(&ret)
+    };
+    let blocking = opts.blocking;
+    let cfgs = attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg"))
+        .map(|a| a.parse_args::<TokenStream>())
+        .collect::<syn::Result<Vec<_>>>()?;
+    let doc = doc_text(&attrs);
     if blocking && let Output::Streaming(_) = output {
         return err(
             sig.ident.span(),
@@ -263,10 +295,11 @@ fn parse_method(item: &TraitItem) -> syn::Result<Method> {
     Ok(Method {
         attrs,
         blocking,
+        cfgs,
+        doc,
         ident,
         args,
         output,
-        ret_tokens,
     })
 }
 
@@ -284,9 +317,19 @@ pub(crate) fn without_options(item: TokenStream) -> TokenStream {
     quote::quote!(#t)
 }
 
-/// Splits hvrpc's own method options (`#[hvrpc(blocking)]`) from the other attributes.
-fn method_options(attrs: &[Attribute]) -> syn::Result<(Vec<Attribute>, bool)> {
-    let mut blocking = false;
+/// hvrpc's own method options.
+#[derive(Default)]
+struct Options {
+    /// `#[hvrpc(blocking)]`
+    blocking: bool,
+    /// `#[hvrpc(result)]`
+    result: bool,
+}
+
+/// Splits hvrpc's own method options (`#[hvrpc(blocking)]`, `#[hvrpc(result)]`) from the
+/// other attributes.
+fn method_options(attrs: &[Attribute]) -> syn::Result<(Vec<Attribute>, Options)> {
+    let mut opts = Options::default();
     let mut rest = Vec::new();
     for a in attrs {
         if !a.path().is_ident("hvrpc") {
@@ -295,14 +338,38 @@ fn method_options(attrs: &[Attribute]) -> syn::Result<(Vec<Attribute>, bool)> {
         }
         a.parse_nested_meta(|meta| {
             if meta.path.is_ident("blocking") {
-                blocking = true;
+                opts.blocking = true;
+                Ok(())
+            } else if meta.path.is_ident("result") {
+                opts.result = true;
                 Ok(())
             } else {
-                Err(meta.error("unknown method option: expected `blocking`"))
+                Err(meta.error("unknown method option: expected `blocking` or `result`"))
             }
         })?;
     }
-    Ok((rest, blocking))
+    Ok((rest, opts))
+}
+
+/// The text of the `#[doc = "…"]` attributes, one line each, the leading space of `///`
+/// comments removed.
+pub(crate) fn doc_text(attrs: &[Attribute]) -> String {
+    let mut lines = Vec::new();
+    for a in attrs {
+        if !a.path().is_ident("doc") {
+            continue;
+        }
+        if let syn::Meta::NameValue(nv) = &a.meta
+            && let syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) = &nv.value
+        {
+            let v = s.value();
+            lines.push(v.strip_prefix(' ').map(str::to_owned).unwrap_or(v));
+        }
+    }
+    lines.join("\n").trim().to_owned()
 }
 
 /// The generic arguments of `ty`'s last path segment if it is named `name`.

@@ -1,5 +1,6 @@
 //! The calls generated clients make, and their [`CallOptions`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use crate::channel::Channel;
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::protocol;
+use crate::schema::Reading;
 use crate::service::ServiceDef;
 use crate::streaming::Streaming;
 use crate::wire_bytes::{ByteSlice, ByteString};
@@ -59,12 +61,24 @@ fn method_name<S: ServiceDef>(method: u32) -> &'static str {
     S::METHODS.get(method as usize).copied().unwrap_or("?")
 }
 
-/// The connection, the service's index on it, and the time left of the call's deadline
-/// (`timeout`, from now). Waiting for a dial counts against the deadline.
+/// Where a call goes on its connection, and how its result is read.
+struct Target {
+    conn: Connection,
+    service: u32,
+    method: u32,
+    /// The peer's shape of the result, when it differs from this side's.
+    reading: Option<Arc<Reading>>,
+    /// What is left of the deadline.
+    timeout: Option<Duration>,
+}
+
+/// The connection, where this side's `method` goes on it, and the time left of the call's
+/// deadline (`timeout`, from now). Waiting for a dial counts against the deadline.
 async fn prepare<S: ServiceDef>(
     channel: &Channel,
+    method: u32,
     timeout: Option<Duration>,
-) -> Result<(Connection, u32, Option<Duration>), Error> {
+) -> Result<Target, Error> {
     let conn = match channel.ready() {
         // The usual case: no timer, no waiting.
         Some(conn) => (conn, timeout),
@@ -83,8 +97,14 @@ async fn prepare<S: ServiceDef>(
     if left == Some(Duration::ZERO) {
         return Err(Error::DeadlineExceeded);
     }
-    let index = conn.service_index(S::NAME, S::FINGERPRINT)?;
-    Ok((conn, index, left))
+    let (service, method, reading) = conn.route(S::NAME, method, S::spec)?;
+    Ok(Target {
+        conn,
+        service,
+        method,
+        reading,
+        timeout: left,
+    })
 }
 
 /// A unary call (used by generated clients). `tail` is a byte string that ends the arguments,
@@ -101,8 +121,11 @@ where
     A: Serialize + ?Sized,
     R: DeserializeOwned,
 {
-    let body = unary_body::<S, A>(channel, method, args, tail, opts).await?;
-    protocol::decode_exact(&body).map_err(|e| undecodable::<S>(method, e))
+    let (body, reading) = unary_body::<S, A>(channel, method, args, tail, opts).await?;
+    match reading {
+        None => protocol::decode_exact(&body).map_err(|e| undecodable::<S>(method, e)),
+        Some(r) => r.decode(&body).map_err(|e| untranslatable::<S>(method, e)),
+    }
 }
 
 /// A unary call whose result is a byte string, taken from the response frame without copying
@@ -119,7 +142,14 @@ where
     A: Serialize + ?Sized,
     R: ByteString,
 {
-    let body = unary_body::<S, A>(channel, method, args, tail, opts).await?;
+    let (body, reading) = unary_body::<S, A>(channel, method, args, tail, opts).await?;
+    if let Some(r) = reading {
+        let bytes = Bytes::from(
+            r.decode::<Vec<u8>>(&body)
+                .map_err(|e| untranslatable::<S>(method, e))?,
+        );
+        return Ok(R::from_frame(&bytes, &bytes));
+    }
     let part: ByteSlice<'_> =
         protocol::decode_exact(&body).map_err(|e| undecodable::<S>(method, e))?;
     Ok(R::from_frame(&body, part.0))
@@ -131,7 +161,7 @@ async fn unary_body<S, A>(
     args: &A,
     tail: Option<Bytes>,
     opts: &CallOptions,
-) -> Result<Bytes, Error>
+) -> Result<(Bytes, Option<Arc<Reading>>), Error>
 where
     S: ServiceDef,
     A: Serialize + ?Sized,
@@ -139,8 +169,23 @@ where
     // No span per call: entering and leaving one on every poll cost more than a tenth of a
     // call's instructions. What a call logs is logged where it happens (dialling has a span).
     let timeout = opts.resolve(channel.default_deadline(), false);
-    let (conn, service, timeout) = prepare::<S>(channel, timeout).await?;
-    conn.call_unary(service, method, args, tail, timeout).await
+    let t = prepare::<S>(channel, method, timeout).await?;
+    let body = t
+        .conn
+        .call_unary(t.service, t.method, args, tail, t.timeout)
+        .await?;
+    Ok((body, t.reading))
+}
+
+fn untranslatable<S: ServiceDef>(method: u32, e: String) -> Error {
+    Error::Incompatible(
+        format!(
+            "{}.{}: cannot read the peer's result (another release's shape): {e}",
+            S::NAME,
+            method_name::<S>(method)
+        )
+        .into(),
+    )
 }
 
 fn undecodable<S: ServiceDef>(method: u32, e: String) -> Error {
@@ -168,8 +213,10 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     let timeout = opts.resolve(channel.default_deadline(), true);
-    let (conn, service, timeout) = prepare::<S>(channel, timeout).await?;
-    let window = conn.stream_window();
-    let call = conn.start_call(service, method, (args, tail), timeout, Some(window))?;
-    Ok(Streaming::remote(call, window))
+    let t = prepare::<S>(channel, method, timeout).await?;
+    let window = t.conn.stream_window();
+    let call = t
+        .conn
+        .start_call(t.service, t.method, (args, tail), t.timeout, Some(window))?;
+    Ok(Streaming::remote(call, window, t.reading))
 }

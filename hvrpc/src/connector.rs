@@ -9,26 +9,29 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::channel::Channel;
 use crate::config::Config;
-use crate::connection::{Connection, HandshakeParams, Services};
+use crate::connection::{Connection, HandshakeParams, Services, Want};
 use crate::error::Error;
-use crate::protocol::ServiceInfo;
 use crate::service::{Service, ServiceDef};
 
 /// How to dial a peer: configuration, the services this side offers on the connection (for
-/// bidirectional use), and the services it intends to call (checked at the handshake).
+/// bidirectional use), and the services it intends to call (matched method by method at the
+/// handshake, and bridged where the two releases differ compatibly).
 #[derive(Clone, Default)]
 pub struct Connector {
     config: Config,
     services: Services,
-    wants: Vec<ServiceInfo>,
+    wants: Vec<Want>,
 }
 
 impl fmt::Debug for Connector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connector")
             .field("config", &self.config)
-            .field("serves", &self.services.infos())
-            .field("wants", &self.wants)
+            .field("serves", &self.services.names())
+            .field(
+                "wants",
+                &self.wants.iter().map(|w| w.name()).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -51,12 +54,30 @@ impl Connector {
         self
     }
 
-    /// Declares that this side will call `S`: the handshake fails, on both sides, if the peer
-    /// does not serve `S` or defines it differently.
-    pub fn want<S: ServiceDef>(mut self) -> Self {
-        let info = S::info();
-        if !self.wants.contains(&info) {
-            self.wants.push(info);
+    /// Declares that this side will call `S`. Its methods are matched to the peer's by name
+    /// at the handshake: those the peer lacks fail with [`Error::Unimplemented`], those whose
+    /// schemas conflict with [`Error::Incompatible`] (both without a round trip), and those
+    /// that differ compatibly (a field added, a variant added) are translated. Generated
+    /// clients' `connect` declares their service.
+    pub fn want<S: ServiceDef>(self) -> Self {
+        self.add_want::<S>(false)
+    }
+
+    /// Declares that this side will call `S` and requires the peer's `S` to be exactly the
+    /// same (every method, with the same schemas): otherwise the handshake fails, on both
+    /// sides, saying what differs. For those who want whole-service exact matching.
+    pub fn require<S: ServiceDef>(self) -> Self {
+        self.add_want::<S>(true)
+    }
+
+    fn add_want<S: ServiceDef>(mut self, strict: bool) -> Self {
+        let want = Want {
+            spec: S::spec(),
+            strict,
+        };
+        match self.wants.iter_mut().find(|w| w.name() == want.name()) {
+            Some(w) => w.strict |= strict,
+            None => self.wants.push(want),
         }
         self
     }

@@ -3,7 +3,7 @@
 //! Candidates come from [`hvrpc_transport::discovery`] (every running VM on a Windows host,
 //! every VMM socket matching a pattern on a Linux/KVM host) or from a wildcard listener's
 //! connections. Each is dialled in parallel with a short timeout, and the handshake decides:
-//! only peers that serve the service with the same definition (fingerprint) count.
+//! only peers that serve the service (by name: any release of it) count.
 
 use std::time::Duration;
 
@@ -44,6 +44,25 @@ pub async fn find<C: Client>(
             let attempt = async {
                 let channel = connector.connect(&endpoint).await?;
                 let conn = channel.connection().await?;
+                if !conn.peer_services().iter().any(|s| s.name == C::NAME) {
+                    let served: Vec<&str> = conn
+                        .peer_services()
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect();
+                    return Err(Error::Unimplemented(
+                        format!(
+                            "the peer does not serve {} (it serves: {})",
+                            C::NAME,
+                            if served.is_empty() {
+                                "nothing".to_owned()
+                            } else {
+                                served.join(", ")
+                            }
+                        )
+                        .into(),
+                    ));
+                }
                 Ok::<_, Error>((conn.peer().clone(), C::from_channel(channel)))
             };
             let result = match tokio::time::timeout(timeout, attempt).await {
@@ -73,11 +92,13 @@ pub async fn find<C: Client>(
 
 /// The connections (for example from [`Server::on_connection`](crate::Server::on_connection)
 /// on a wildcard listener) whose peer serves `C`, as clients over those connections.
+///
+/// Any release of `C` counts; on a connection whose handshake did not declare `C`, only the
+/// methods the two releases share unchanged can be called (see [`Connection::peer_supports`]).
 pub fn among<C: Client>(connections: impl IntoIterator<Item = Connection>) -> Vec<C> {
-    let want = C::info();
     connections
         .into_iter()
-        .filter(|c| !c.is_closed() && c.peer_services().contains(&want))
+        .filter(|c| !c.is_closed() && c.peer_services().iter().any(|s| s.name == C::NAME))
         .map(|c| C::from_channel(c.into()))
         .collect()
 }

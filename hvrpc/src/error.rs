@@ -127,6 +127,17 @@ pub enum Error<E = Infallible> {
     /// A value could not be serialized.
     #[error("cannot encode: {0}")]
     Encode(Arc<str>),
+    /// The peer does not have the method (another release, or another service): decided at the
+    /// handshake, so nothing was sent. The message names the service and the method.
+    #[error("unimplemented: {0}")]
+    Unimplemented(Arc<str>),
+    /// The peer has the method, but its release and this one cannot read each other's values
+    /// for it (a field's type changed, a required field is missing): decided at the handshake,
+    /// so nothing was sent; or the peer's result could not be translated (an enum variant this
+    /// release does not know: the call did run). The message names the method and the path of
+    /// the conflict, or the variant.
+    #[error("incompatible: {0}")]
+    Incompatible(Arc<str>),
 }
 
 impl<E> Error<E> {
@@ -150,7 +161,10 @@ impl<E> Error<E> {
     /// Whether the call may be retried on a new connection without duplicating work the caller
     /// cares about: only errors that prove the request never reached a handler.
     pub fn is_connect_error(&self) -> bool {
-        matches!(self, Error::Connect(_) | Error::Handshake(_))
+        matches!(
+            self,
+            Error::Connect(_) | Error::Handshake(_) | Error::Unimplemented(_)
+        )
     }
 
     pub(crate) fn remote(code: ErrorCode, message: impl Into<Arc<str>>) -> Self {
@@ -174,6 +188,8 @@ impl Error<Infallible> {
             Error::Protocol(r) => Error::Protocol(r),
             Error::FrameTooLarge { len, max } => Error::FrameTooLarge { len, max },
             Error::Encode(r) => Error::Encode(r),
+            Error::Unimplemented(r) => Error::Unimplemented(r),
+            Error::Incompatible(r) => Error::Incompatible(r),
         }
     }
 }
@@ -197,6 +213,8 @@ impl<E: Clone> Clone for Error<E> {
                 max: *max,
             },
             Error::Encode(r) => Error::Encode(Arc::clone(r)),
+            Error::Unimplemented(r) => Error::Unimplemented(Arc::clone(r)),
+            Error::Incompatible(r) => Error::Incompatible(Arc::clone(r)),
         }
     }
 }

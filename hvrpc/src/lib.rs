@@ -84,6 +84,7 @@ mod protocol;
 pub mod schema;
 mod server;
 mod service;
+mod skew;
 mod streaming;
 mod wire_bytes;
 
@@ -93,7 +94,7 @@ pub use config::Config;
 pub use connection::Connection;
 pub use connector::Connector;
 pub use error::{Error, ErrorCode};
-pub use protocol::{PROTOCOL_VERSION, ServiceInfo};
+pub use protocol::{MethodDesc, PROTOCOL_VERSION, ServiceDesc};
 pub use server::Server;
 pub use service::{Client, Context, Service, ServiceDef};
 pub use streaming::{StreamClosed, StreamSender, Streaming};
@@ -136,14 +137,36 @@ pub use streaming::{StreamClosed, StreamSender, Streaming};
 ///   `#[hvrpc(blocking)]`: it then runs on a thread meant for blocking work
 ///   (`tokio::task::spawn_blocking`) and costs no runtime worker at all — even a
 ///   single-threaded runtime stays responsive.
-/// * `GuestInfoServer<S>`: wraps an implementation for [`Server::add_service`] (or
+/// * `GuestInfoServer<HvrpcImpl>`: wraps an implementation for [`Server::add_service`] (or
 ///   [`Connector::serve`]).
 /// * `GuestInfoClient`: one async method per RPC returning `Result<T, hvrpc::Error>`
 ///   (`Result<T, hvrpc::Error<E>>` for methods with their own error type `E`), plus `connect`,
-///   `connect_with`, `connect_parent`, `new`, `with_timeout`, `with_options`, `channel`.
-/// * [`ServiceDef`] for both, with `NAME`, `ID`, `FINGERPRINT` and `METHODS`.
+///   `connect_with`, `connect_parent`, `new`, `with_timeout`, `with_options`, `channel`, and
+///   `peer_supports("method")`, which says whether the connected peer serves that method in
+///   a form this side can call (see *Evolving a service* below).
+/// * [`ServiceDef`] for both, with `NAME`, `ID`, `METHODS` and `spec()` — the methods' schemas,
+///   traced from their types' serde implementations ([`schema`]).
 ///
-/// Method names that collide with the generated client's own methods are rejected.
+/// Method names that collide with the generated client's own methods (`connect`, `new`,
+/// `channel`, `clone`, `peer_supports`, …) are rejected with an error naming the method.
+///
+/// # Evolving a service
+///
+/// Peers built from different releases of a service interoperate method by method: methods are
+/// matched by *name* at the handshake (reordering, inserting, appending or removing methods is
+/// fine), and each method's argument and result types are compared by their exact schema.
+/// Compatible changes — a struct field added with `#[serde(default)]`, an `Option` field added,
+/// a field the reader does not know removed, an enum variant added (as long as the older side
+/// never receives it), a renamed method argument — are translated at the edge of the
+/// connection; both sides of the same release pay nothing per call. A method whose types
+/// changed incompatibly fails alone with [`Error::Incompatible`] naming the first differing
+/// path (`Agent.stat: result.size: string here, u64 on the peer`); a method the peer does not
+/// have fails with [`Error::Unimplemented`]. Nothing is refused at the handshake unless the
+/// client asks for it with [`Connector::require`]. `docs/PROTOCOL.md` §6 lists the rules.
+///
+/// A method may sit behind `#[cfg(...)]`: builds without it simply do not announce it.
+/// A `Result` spelled through an alias (`type AgentResult<T> = Result<T, AgentError>`) is
+/// marked `#[hvrpc(result)]` on the method, so that its error still travels typed.
 pub use hvrpc_macros::service;
 
 /// The transport layer: addresses, listeners, streams, framing.
@@ -161,6 +184,9 @@ pub mod __private {
     pub use crate::client::{CallOptions, call_streaming, call_unary, call_unary_bytes};
     pub use crate::connector::Connector;
     pub use crate::error::{Error, ErrorCode};
+    pub use crate::schema::{
+        MethodDef, MethodKind, Reading, ServiceSpec, SpecCell, retranslate, trace_method,
+    };
     pub use crate::service::{Body, Client, Context, Handler, Service, ServiceDef};
     pub use crate::streaming::Streaming;
     pub use crate::wire_bytes::{AsBytes, ByteSlice, ByteString};
@@ -182,6 +208,24 @@ pub mod __private {
                 format!("cannot decode the arguments of {service}.{method}: {e}"),
             )
         })
+    }
+
+    /// The two parts of a `Result` named through an alias (`#[hvrpc(result)]`).
+    pub trait ResultParts {
+        /// The success type.
+        type Ok;
+        /// The error type.
+        type Err;
+        /// The `Result` itself.
+        fn into_result(self) -> Result<Self::Ok, Self::Err>;
+    }
+
+    impl<T, E> ResultParts for Result<T, E> {
+        type Ok = T;
+        type Err = E;
+        fn into_result(self) -> Result<T, E> {
+            self
+        }
     }
 
     /// The error for a method index the service does not have.

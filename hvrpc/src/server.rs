@@ -43,7 +43,7 @@ pub struct Server {
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("services", &self.services.infos())
+            .field("services", &self.services.names())
             .field("config", &self.config)
             .finish()
     }

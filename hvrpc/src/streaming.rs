@@ -3,6 +3,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use futures_util::stream::{BoxStream, Stream, StreamExt};
@@ -12,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::error::Error;
 use crate::link::CallHandle;
 use crate::protocol;
+use crate::schema::Reading;
 
 /// A stream of `T` produced by a server-streaming method (`-> hvrpc::Streaming<T>`).
 ///
@@ -33,6 +35,8 @@ struct Remote<T> {
     call: CallHandle,
     window: u32,
     consumed: u32,
+    /// The peer's shape of the items, when it differs from this side's.
+    reading: Option<Arc<Reading>>,
     _item: PhantomData<fn() -> T>,
 }
 
@@ -75,12 +79,13 @@ impl<T: Send + 'static> Streaming<T> {
         (StreamSender { tx }, Self::new(stream))
     }
 
-    pub(crate) fn remote(call: CallHandle, window: u32) -> Self {
+    pub(crate) fn remote(call: CallHandle, window: u32, reading: Option<Arc<Reading>>) -> Self {
         Self {
             inner: Inner::Remote(Remote {
                 call,
                 window,
                 consumed: 0,
+                reading,
                 _item: PhantomData,
             }),
         }
@@ -141,9 +146,17 @@ impl<T: DeserializeOwned> Stream for Streaming<T> {
                     r.call.grant(r.consumed);
                     r.consumed = 0;
                 }
-                Poll::Ready(Some(protocol::decode_exact(&bytes).map_err(|e| {
-                    Error::Protocol(format!("cannot decode a stream item: {e}").into())
-                })))
+                Poll::Ready(Some(match &r.reading {
+                    None => protocol::decode_exact(&bytes).map_err(|e| {
+                        Error::Protocol(format!("cannot decode a stream item: {e}").into())
+                    }),
+                    Some(reading) => reading.decode(&bytes).map_err(|e| {
+                        Error::Incompatible(
+                            format!("cannot read a stream item (another release's shape): {e}")
+                                .into(),
+                        )
+                    }),
+                }))
             }
             Some(Err(e)) => Poll::Ready(Some(Err(e))),
             None => Poll::Ready(None),

@@ -94,8 +94,11 @@ async fn spawn(
     (bound, tx, task)
 }
 
+/// A method whose result type changed incompatibly: the connection stands (every other
+/// method keeps working), the changed method fails with `Incompatible` naming the path, and it
+/// fails *before* it runs on the peer.
 #[tokio::test]
-async fn fingerprint_mismatch_is_refused_on_both_sides() {
+async fn changed_result_type_fails_that_method_only() {
     let server = Server::new().add_service(v1::KvServer::new(KvV1));
     let (a, b) = tokio::io::duplex(4096);
     let (s, c) = tokio::join!(
@@ -104,10 +107,33 @@ async fn fingerprint_mismatch_is_refused_on_both_sides() {
             .want::<v2::KvClient>()
             .connect_io(b, PeerAddr::Unix(None)),
     );
+    let (_s, c) = (s.unwrap(), c.unwrap());
+    assert!(!c.peer_supports::<v2::KvClient>("get"));
+    match v2::KvClient::new(c).get("k".into()).await {
+        Err(Error::Incompatible(msg)) => assert!(
+            msg.contains("Kv.get: result") && msg.contains("bytes here, string on the peer"),
+            "{msg}"
+        ),
+        other => panic!("expected Incompatible, got {other:?}"),
+    }
+}
+
+/// The same change, but the client `require`s the service exactly: both sides refuse the
+/// handshake and say why.
+#[tokio::test]
+async fn required_service_that_differs_is_refused_on_both_sides() {
+    let server = Server::new().add_service(v1::KvServer::new(KvV1));
+    let (a, b) = tokio::io::duplex(4096);
+    let (s, c) = tokio::join!(
+        server.serve_io(a, PeerAddr::Unix(None)),
+        Connector::new()
+            .require::<v2::KvClient>()
+            .connect_io(b, PeerAddr::Unix(None)),
+    );
     for (side, r) in [("server", s.map(|_| ())), ("client", c.map(|_| ()))] {
         match r {
             Err(Error::Handshake(msg)) => assert!(
-                msg.contains("service Kv is defined differently on the two sides"),
+                msg.contains("Kv.get") && msg.contains("required exactly"),
                 "{side}: {msg}"
             ),
             other => panic!("{side}: expected a handshake error, got {other:?}"),
@@ -115,23 +141,43 @@ async fn fingerprint_mismatch_is_refused_on_both_sides() {
     }
 }
 
+/// A service the peer does not serve: the connection stands, calls fail `Unimplemented`.
 #[tokio::test]
-async fn missing_service_is_refused() {
+async fn missing_service_is_unimplemented() {
     let server = Server::new().add_service(v1::KvServer::new(KvV1));
     let (a, b) = tokio::io::duplex(4096);
-    let (_, c) = tokio::join!(
+    let (s, c) = tokio::join!(
         server.serve_io(a, PeerAddr::Unix(None)),
         Connector::new()
             .want::<GreeterClient>()
             .connect_io(b, PeerAddr::Unix(None)),
     );
+    let (_s, c) = (s.unwrap(), c.unwrap());
+    match GreeterClient::new(c).greet("x".into()).await {
+        Err(Error::Unimplemented(msg)) => assert!(
+            msg.contains("does not serve Greeter (it serves: Kv)"),
+            "{msg}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// ... and with `require`, the handshake is refused.
+#[tokio::test]
+async fn missing_required_service_is_refused() {
+    let server = Server::new().add_service(v1::KvServer::new(KvV1));
+    let (a, b) = tokio::io::duplex(4096);
+    let (_, c) = tokio::join!(
+        server.serve_io(a, PeerAddr::Unix(None)),
+        Connector::new()
+            .require::<GreeterClient>()
+            .connect_io(b, PeerAddr::Unix(None)),
+    );
     match c {
-        Err(Error::Handshake(msg)) => {
-            assert!(
-                msg.contains("the peer does not serve Greeter (it serves: Kv)"),
-                "{msg}"
-            )
-        }
+        Err(Error::Handshake(msg)) => assert!(
+            msg.contains("does not serve Greeter (it serves: Kv)"),
+            "{msg}"
+        ),
         other => panic!("{other:?}"),
     }
 }
@@ -155,15 +201,14 @@ async fn not_an_hvrpc_peer() {
 async fn other_protocol_version() {
     let (a, mut b) = tokio::io::duplex(4096);
     tokio::spawn(async move {
-        b.write_all(b"HVRPC\x02\0\0").await.unwrap();
+        b.write_all(b"HVRPC\x01\0\0").await.unwrap();
         let mut sink = vec![0u8; 1024];
         let _ = b.read(&mut sink).await;
     });
     match Connector::new().connect_io(a, PeerAddr::Unix(None)).await {
         Err(Error::Handshake(msg)) => assert!(
-            msg.contains(
-                "protocol version mismatch: the peer speaks version 2, this side version 1"
-            ),
+            msg.contains("the peer speaks version 1 (hvrpc 0.1")
+                && msg.contains("this side version 2"),
             "{msg}"
         ),
         other => panic!("{other:?}"),
@@ -488,7 +533,7 @@ async fn find_among_candidates() {
     assert_eq!(found[0].client.greet("x".into()).await.unwrap(), "hello x");
     assert_eq!(failed.len(), 2);
     assert!(
-        matches!(&failed[0], (ep, Error::Handshake(_)) if *ep == kv_ep),
+        matches!(&failed[0], (ep, Error::Unimplemented(_)) if *ep == kv_ep),
         "{failed:?}"
     );
     assert!(

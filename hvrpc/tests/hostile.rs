@@ -316,7 +316,7 @@ async fn raw(ep: &Endpoint) -> hvrpc::transport::Stream {
     io.write_all(&opening()).await.unwrap();
     let mut preamble = [0u8; 8];
     io.read_exact(&mut preamble).await.unwrap();
-    assert_eq!(&preamble, b"HVRPC\x01\0\0");
+    assert_eq!(&preamble, b"HVRPC\x02\0\0");
     assert_eq!(read_frame(&mut io).await.unwrap()[0], 0, "no Hello");
     io
 }
@@ -371,7 +371,7 @@ async fn slowloris_in_the_handshake_is_cut_at_the_handshake_timeout() {
                 let (mut r, mut w) = tokio::io::split(io);
                 // One byte of the preamble per second, never the Hello.
                 let trickle = tokio::spawn(async move {
-                    for b in b"HVRPC\x01\0\0" {
+                    for b in b"HVRPC\x02\0\0" {
                         if w.write_all(&[*b]).await.is_err() {
                             return;
                         }

@@ -48,7 +48,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
         io.write_all(&opening()).await.unwrap();
         let mut preamble = [0u8; 8];
         io.read_exact(&mut preamble).await.unwrap();
-        assert_eq!(&preamble, b"HVRPC\x01\0\0");
+        assert_eq!(&preamble, b"HVRPC\x02\0\0");
         let mut raw = Raw { io };
         assert_eq!(
             raw.frame().await.unwrap()[0],

@@ -341,19 +341,24 @@ async fn callers_share_one_dial_and_their_deadlines_cover_it() {
 // ---------------------------------------------------------------------------------------------
 // 4. A streaming call's deadline is enforced only by the server.
 
-/// A peer that completes the handshake (serving one service with the given fingerprint) and
+/// `Rel` as the handshake announces it (postcard of its `ServiceDesc`).
+fn rel_desc() -> Vec<u8> {
+    let spec = <RelClient as hvrpc::ServiceDef>::spec().unwrap();
+    postcard::to_allocvec(spec.desc()).unwrap()
+}
+
+/// A peer that completes the handshake (serving `Rel` as this build defines it) and
 /// then reads everything and answers nothing.
-async fn silent_peer(fingerprint: u64) -> DuplexStream {
+async fn silent_peer() -> DuplexStream {
     let (ours, mut theirs) = tokio::io::duplex(1 << 20);
     tokio::spawn(async move {
         let mut hello = vec![0u8, 0];
         varint(16 << 20, &mut hello);
         varint(256, &mut hello);
         hello.push(1);
-        hello.extend(string_arg("Rel"));
-        varint(fingerprint, &mut hello);
+        hello.extend(rel_desc());
         hello.extend_from_slice(&[0, 0]);
-        let mut out = b"HVRPC\x01\0\0".to_vec();
+        let mut out = b"HVRPC\x02\0\0".to_vec();
         out.extend(framed(&hello));
         theirs.write_all(&out).await.unwrap();
         let mut sink = vec![0u8; 1 << 16];
@@ -366,7 +371,7 @@ async fn silent_peer(fingerprint: u64) -> DuplexStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_to_a_silent_peer_times_out_locally() {
-    let io = silent_peer(<RelClient as hvrpc::ServiceDef>::FINGERPRINT).await;
+    let io = silent_peer().await;
     let conn = Connector::new()
         .want::<RelClient>()
         .connect_io(io, PeerAddr::Unix(None))
@@ -388,16 +393,15 @@ async fn a_stream_to_a_silent_peer_times_out_locally() {
 // 5. Waiting for send-buffer space ignores the call's deadline.
 
 /// The peer's side of a raw connection: its opening sent (serving `Rel` with the client's
-/// fingerprint, 16 MiB frames), the other side's opening read.
+/// definition, 16 MiB frames), the other side's opening read.
 async fn raw_server_opening<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
     let mut hello = vec![0u8, 0];
     varint(16 << 20, &mut hello);
     varint(256, &mut hello);
     hello.push(1);
-    hello.extend(string_arg("Rel"));
-    varint(<RelClient as hvrpc::ServiceDef>::FINGERPRINT, &mut hello);
+    hello.extend(rel_desc());
     hello.extend_from_slice(&[0, 0]);
-    let mut out = b"HVRPC\x01\0\0".to_vec();
+    let mut out = b"HVRPC\x02\0\0".to_vec();
     out.extend(framed(&hello));
     io.write_all(&out).await.unwrap();
 }
@@ -695,7 +699,7 @@ fn opening_with_max_frame(max_frame: u64) -> Vec<u8> {
     varint(max_frame, &mut hello);
     varint(16, &mut hello);
     hello.extend_from_slice(&[0, 0, 0]);
-    let mut out = b"HVRPC\x01\0\0".to_vec();
+    let mut out = b"HVRPC\x02\0\0".to_vec();
     out.extend(framed(&hello));
     out
 }
@@ -767,16 +771,17 @@ async fn a_refused_handshake_tells_the_peer_why() {
     let (a, mut b) = tokio::io::duplex(1 << 20);
     let srv = Server::new().add_service(RelServer::new(Imp::default()));
     tokio::spawn(async move { srv.serve_io(a, PeerAddr::Unix(None)).await.map(|_| ()) });
-    // A Hello that wants a service the server does not serve.
+    // A Hello that requires (strictly) a service the server does not serve.
     let mut hello = vec![0u8, 0];
     varint(1 << 20, &mut hello);
     varint(16, &mut hello);
-    hello.push(0);
-    hello.push(1);
+    hello.push(0); // services: none
+    hello.push(1); // wants: one
     hello.extend(string_arg("Nope"));
-    varint(1, &mut hello);
-    hello.push(0);
-    let mut out = b"HVRPC\x01\0\0".to_vec();
+    hello.push(1); // strict
+    hello.push(0); // no methods
+    hello.push(0); // agent ""
+    let mut out = b"HVRPC\x02\0\0".to_vec();
     out.extend(framed(&hello));
     b.write_all(&out).await.unwrap();
     let mut preamble = [0u8; 8];
@@ -829,10 +834,9 @@ async fn a_huge_concurrency_limit_from_the_peer_is_clamped() {
     varint(1 << 20, &mut hello);
     varint(u64::from(u32::MAX), &mut hello);
     hello.push(1);
-    hello.extend(string_arg("Rel"));
-    varint(<RelClient as hvrpc::ServiceDef>::FINGERPRINT, &mut hello);
+    hello.extend(rel_desc());
     hello.extend_from_slice(&[0, 0]);
-    let mut out = b"HVRPC\x01\0\0".to_vec();
+    let mut out = b"HVRPC\x02\0\0".to_vec();
     out.extend(framed(&hello));
     theirs.write_all(&out).await.unwrap();
     let conn = Connector::new()
@@ -903,7 +907,7 @@ async fn the_hello_limit_counts_the_payload_only() {
         varint(agent as u64, &mut hello);
         hello.extend(vec![b'a'; agent]);
         assert_eq!(hello.len(), payload);
-        let mut out = b"HVRPC\x01\0\0".to_vec();
+        let mut out = b"HVRPC\x02\0\0".to_vec();
         out.extend(framed(&hello));
         b.write_all(&out).await.unwrap();
         let r = timeout(Duration::from_secs(10), server)

@@ -135,7 +135,10 @@ async fn ping(endpoint: &Endpoint, timeout: Duration) -> Result<serde_json::Valu
     let services: Vec<_> = conn
         .peer_services()
         .iter()
-        .map(|s| json!({"name": s.name, "fingerprint": format!("{:016x}", s.fingerprint)}))
+        .map(|s| {
+            let methods: Vec<&str> = s.methods.iter().map(|m| m.name.as_str()).collect();
+            json!({"name": s.name, "methods": methods})
+        })
         .collect();
     Ok(json!({
         "endpoint": endpoint.to_string(),
@@ -208,10 +211,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     info["agent"].as_str().unwrap_or_default()
                 );
                 for s in info["services"].as_array().into_iter().flatten() {
+                    let methods: Vec<&str> = s["methods"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|m| m.as_str())
+                        .collect();
                     println!(
-                        "  serves {} (fingerprint {})",
+                        "  serves {}: {}",
                         s["name"].as_str().unwrap_or_default(),
-                        s["fingerprint"].as_str().unwrap_or_default()
+                        methods.join(", ")
                     );
                 }
             }

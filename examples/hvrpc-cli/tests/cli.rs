@@ -122,14 +122,11 @@ mod live {
             .unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
         let info: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-        assert_eq!(info["protocol_version"], 1);
+        assert_eq!(info["protocol_version"], 2);
         assert!(info["agent"].as_str().unwrap().starts_with("hvrpc/"));
         assert_eq!(info["services"][0]["name"], "Pingable");
-        let fp = format!(
-            "{:016x}",
-            <PingableClient as hvrpc::ServiceDef>::FINGERPRINT
-        );
-        assert_eq!(info["services"][0]["fingerprint"], fp);
+        let methods: Vec<&str> = <PingableClient as hvrpc::ServiceDef>::METHODS.to_vec();
+        assert_eq!(info["services"][0]["methods"], serde_json::json!(methods));
 
         // Nobody there: a clear error, exit 1.
         let missing = format!("unix://{}", dir.path().join("none.sock").display());

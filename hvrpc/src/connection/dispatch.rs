@@ -20,12 +20,15 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use bytes::Bytes;
+
 use super::Services;
 use crate::engine::{Cancel, Dispatch, error_frame};
 use crate::error::{Error, ErrorCode};
 use crate::link::{Shared, Write};
 use crate::protocol::{Frame, FrameBuf, Header, Status};
 use crate::service::{Body, Context, Handler};
+use crate::skew::{ArgsRoute, Readings};
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
@@ -39,6 +42,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 pub(crate) struct Calls {
     pub(crate) link: Arc<Shared>,
     pub(crate) services: Arc<Services>,
+    /// How the peer's arguments are read (another release's shape, translated).
+    pub(crate) readings: Arc<Readings>,
     /// The largest frame the peer takes.
     pub(crate) max_frame: usize,
 }
@@ -62,6 +67,26 @@ impl Calls {
             );
         };
         let method_name = svc.method_name(method).unwrap_or("?");
+        // Arguments in another release's shape are translated first (the reader's
+        // `Deserialize` runs: inside the panic guard).
+        let read = |body: Bytes| -> Result<Bytes, (ErrorCode, String)> {
+            match self.readings.get(service, method) {
+                ArgsRoute::Direct => Ok(body),
+                ArgsRoute::Translate(reading) => {
+                    svc.translate_args(method, &body, reading).map_err(|e| {
+                        (
+                            ErrorCode::BadRequest,
+                            format!(
+                                "cannot read the arguments of {}.{method_name} (sent by another \
+                                 release): {e}",
+                                svc.name()
+                            ),
+                        )
+                    })
+                }
+                ArgsRoute::Unreadable(why) => Err((ErrorCode::BadRequest, why.to_string())),
+            }
+        };
         let ctx = Context {
             peer: Arc::clone(&self.link.peer),
             deadline,
@@ -84,7 +109,7 @@ impl Calls {
         };
         let started = {
             let _entered = span.enter();
-            std::panic::catch_unwind(AssertUnwindSafe(|| svc.call(method, ctx, body)))
+            std::panic::catch_unwind(AssertUnwindSafe(|| svc.call(method, ctx, read(body)?)))
         };
         let handler = match started {
             Ok(Ok(h)) => h,

@@ -5,6 +5,7 @@
 
 mod dispatch;
 mod driver;
+mod handshake;
 mod timer;
 mod watchdog;
 
@@ -12,38 +13,45 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::Bytes;
 use hvrpc_transport::PeerAddr;
-use hvrpc_transport::framing::{FrameCodec, FrameError};
+use hvrpc_transport::framing::FrameCodec;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
 use crate::config::Config;
-use crate::engine::handshake::{self, MAX_HELLO, Offerer};
+use crate::engine::handshake::MIN_MAX_FRAME;
 use crate::engine::{Core, CoreConfig, Limits};
 use crate::error::Error;
 use crate::link::{CallHandle, Handle, Shared};
-use crate::protocol::{self, FrameBuf, Header, Hello, PREAMBLE, ServiceInfo};
-use crate::service::{Body, Service};
+use crate::protocol::{Header, Hello, ServiceDesc};
+use crate::schema::{Reading, ServiceSpec};
+use crate::service::{Body, Service, ServiceDef};
+use crate::skew::{self, Route, Routes};
 
 /// The services a side offers, in the order announced (requests address them by index).
 #[derive(Clone, Default)]
 pub(crate) struct Services {
     list: Vec<Arc<dyn Service>>,
-    infos: Vec<ServiceInfo>,
+    specs: Vec<Result<Arc<ServiceSpec>, Arc<str>>>,
 }
 
 impl Services {
     pub(crate) fn push(&mut self, service: Arc<dyn Service>) {
-        self.infos.push(service.info());
+        self.specs.push(service.spec());
         self.list.push(service);
     }
 
-    pub(crate) fn infos(&self) -> &[ServiceInfo] {
-        &self.infos
+    /// The services' specs (an error for one that cannot be described).
+    pub(crate) fn specs(&self) -> &[Result<Arc<ServiceSpec>, Arc<str>>] {
+        &self.specs
+    }
+
+    /// The services' names, for logs.
+    pub(crate) fn names(&self) -> Vec<&'static str> {
+        self.list.iter().map(|s| s.name()).collect()
     }
 
     pub(crate) fn get(&self, index: u32) -> Option<&Arc<dyn Service>> {
@@ -55,11 +63,29 @@ impl Services {
     }
 }
 
+/// A service this side intends to call.
+#[derive(Clone, Debug)]
+pub(crate) struct Want {
+    pub(crate) spec: Result<Arc<ServiceSpec>, Arc<str>>,
+    /// Required to be identical on the peer (`Connector::require`).
+    pub(crate) strict: bool,
+}
+
+impl Want {
+    /// The service's name (or the error that stands for it).
+    pub(crate) fn name(&self) -> &str {
+        match &self.spec {
+            Ok(s) => &s.desc().name,
+            Err(e) => e,
+        }
+    }
+}
+
 /// What each side has to say before calls can flow.
 pub(crate) struct HandshakeParams {
     pub(crate) config: Arc<Config>,
     pub(crate) services: Arc<Services>,
-    pub(crate) wants: Vec<ServiceInfo>,
+    pub(crate) wants: Vec<Want>,
 }
 
 /// A live hvrpc connection. Cheap to clone; the connection closes (after sending what is
@@ -72,6 +98,8 @@ pub struct Connection {
 struct Inner {
     handle: Arc<Handle>,
     peer_hello: Hello,
+    /// How this side's wanted methods are called.
+    routes: Routes,
     config: Arc<Config>,
 }
 
@@ -82,57 +110,6 @@ impl std::fmt::Debug for Connection {
             .field("closed", &self.is_closed())
             .finish()
     }
-}
-
-/// Reads the peer's preamble and Hello; returns the Hello and whatever came after it.
-async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Hello, BytesMut), Error> {
-    let mut preamble = [0u8; PREAMBLE.len()];
-    r.read_exact(&mut preamble).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::Handshake("the peer closed the connection during the handshake".into())
-        } else {
-            Error::ConnectionLost(format!("reading the handshake: {e}").into())
-        }
-    })?;
-    handshake::check_preamble(&preamble)?;
-    let mut frames = FramedRead::new(&mut *r, FrameCodec::new(MAX_HELLO));
-    let payload = match frames.next().await {
-        Some(Ok(p)) => p,
-        Some(Err(FrameError::TooLarge { len, max })) => {
-            return Err(Error::Handshake(
-                format!("the peer's handshake is {len} bytes, more than {max}").into(),
-            ));
-        }
-        Some(Err(e)) => {
-            return Err(Error::Handshake(
-                format!("reading the handshake: {e}").into(),
-            ));
-        }
-        None => {
-            return Err(Error::Handshake(
-                "the peer closed the connection during the handshake".into(),
-            ));
-        }
-    };
-    // Anything the peer sent after its Hello stays buffered for the reader task.
-    let leftover: BytesMut = frames.read_buffer().clone();
-    match protocol::split_frame(&payload) {
-        // Trailing bytes in a Hello are fields from a newer minor version: ignored.
-        Ok((Header::Hello(h), _)) => Ok((h, leftover)),
-        Ok((other, _)) => Err(Error::Handshake(
-            format!("the peer's first frame is not a handshake: {other:?}").into(),
-        )),
-        Err(e) => Err(Error::Handshake(
-            format!("the peer's handshake: {e}").into(),
-        )),
-    }
-}
-
-/// Checks the peer's Hello against this side's.
-fn check_hello(peer: &Hello, params: &HandshakeParams) -> Result<(), Error> {
-    handshake::check_limits(peer.max_frame)?;
-    handshake::check_services(&params.wants, &peer.services, Offerer::ThePeer)?;
-    handshake::check_services(&peer.wants, params.services.infos(), Offerer::ThisSide)
 }
 
 impl Connection {
@@ -149,63 +126,26 @@ impl Connection {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let config = Arc::clone(&params.config);
-        // What this side announces: never below the minimum a peer must accept.
-        let max_frame = u32::try_from(config.max_frame)
-            .unwrap_or(u32::MAX)
-            .max(handshake::MIN_MAX_FRAME);
-        let hello = Hello {
-            features: 0,
-            max_frame,
-            max_concurrent_calls: config.max_concurrent_calls,
-            services: params.services.infos().to_vec(),
-            wants: params.wants.clone(),
-            agent: concat!("hvrpc/", env!("CARGO_PKG_VERSION")).to_owned(),
-        };
-        let mut first = BytesMut::from(&PREAMBLE[..]);
-        let hello_frame = FrameBuf::new(&Header::Hello(hello), 0)
-            .finish(MAX_HELLO)
-            .map_err(|len| {
-                Error::Handshake(format!("our handshake is too large ({len} bytes)").into())
-            })?;
-        first.extend_from_slice(&hello_frame);
-        let send = async {
-            w.write_all(&first).await?;
-            w.flush().await
-        };
-        let handshake = async {
-            let (sent, received) = tokio::join!(send, read_hello(&mut r));
-            let received = received?;
-            sent.map_err(|e| Error::ConnectionLost(format!("sending the handshake: {e}").into()))?;
-            Ok::<_, Error>(received)
-        };
-        let (peer_hello, leftover) = tokio::time::timeout(config.handshake_timeout, handshake)
-            .await
-            .map_err(|_| {
-                Error::Handshake(
-                    format!(
-                        "no handshake from the peer within {:?}",
-                        config.handshake_timeout
-                    )
-                    .into(),
+        let agreed = tokio::time::timeout(
+            config.handshake_timeout,
+            handshake::run(&mut r, &mut w, &params),
+        )
+        .await
+        .map_err(|_| {
+            Error::Handshake(
+                format!(
+                    "no handshake from the peer within {:?}",
+                    config.handshake_timeout
                 )
-            })??;
-        if let Err(e) = check_hello(&peer_hello, &params) {
-            // The peer learns why before the connection closes.
-            let reason = match &e {
-                Error::Handshake(r) => r.to_string(),
-                other => other.to_string(),
-            };
-            let reason = format!("handshake refused: {reason}");
-            let goaway = FrameBuf::new(&Header::GoAway { reason }, 0).finish(usize::MAX);
-            if let Ok(frame) = goaway {
-                let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    w.write_all(&frame).await?;
-                    w.flush().await
-                })
-                .await;
-            }
-            return Err(e);
-        }
+                .into(),
+            )
+        })??;
+        let handshake::Agreed {
+            peer_hello,
+            routes,
+            readings,
+            leftover,
+        } = agreed;
 
         let now = Instant::now();
         let core = Core::new(
@@ -230,13 +170,14 @@ impl Connection {
         let link = Shared::new(core, Box::pin(w), peer, config.keepalive_timeout);
         // What came with the peer's Hello is read first. (Copied into the FramedRead's buffer,
         // it would wait undecoded until more bytes arrived.)
-        let max_frame = config.max_frame.max(handshake::MIN_MAX_FRAME as usize);
+        let max_frame = config.max_frame.max(MIN_MAX_FRAME as usize);
         let read: Pin<Box<dyn AsyncRead + Send>> =
             Box::pin(std::io::Cursor::new(leftover).chain(r));
         let frames = FramedRead::new(read, FrameCodec::new(max_frame));
         let calls = dispatch::Calls {
             link: Arc::clone(&link),
             services: Arc::clone(&params.services),
+            readings: Arc::new(readings),
             max_frame: peer_hello.max_frame as usize,
         };
         // No span on these tasks: entering one on every poll is a cost per frame. Their
@@ -244,11 +185,17 @@ impl Connection {
         driver::Driver::start(calls, frames, max_frame);
         tokio::spawn(timer::run(Arc::clone(&link)));
         tokio::spawn(Arc::clone(&link).writer());
-        tracing::debug!(peer = %link.peer, services = ?peer_hello.services, "connected");
+        tracing::debug!(
+            peer = %link.peer,
+            serves = ?params.services.names(),
+            peer_serves = ?peer_hello.services.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            "connected"
+        );
         Ok(Connection {
             inner: Arc::new(Inner {
                 handle: Arc::new(Handle { link }),
                 peer_hello,
+                routes,
                 config,
             }),
         })
@@ -263,9 +210,20 @@ impl Connection {
         &self.link().peer
     }
 
-    /// The services the peer offers, with their fingerprints.
-    pub fn peer_services(&self) -> &[ServiceInfo] {
+    /// The services the peer offers, with their methods.
+    pub fn peer_services(&self) -> &[ServiceDesc] {
         &self.inner.peer_hello.services
+    }
+
+    /// Whether this side's `method` of service `S` can be called on this connection: the peer
+    /// has it, and the two releases' schemas of it are compatible (a host adapting to older
+    /// guests asks this before using a newer method).
+    pub fn peer_supports<S: ServiceDef>(&self, method: &str) -> bool {
+        let Some(index) = S::METHODS.iter().position(|m| *m == method) else {
+            return false;
+        };
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        self.route(S::NAME, index, S::spec).is_ok()
     }
 
     /// The implementation the peer announced, e.g. `hvrpc/0.1.0`.
@@ -343,24 +301,39 @@ impl Connection {
         self.link().lost()
     }
 
-    /// Finds the service `name` with `fingerprint` among the peer's services.
-    pub(crate) fn service_index(&self, name: &str, fingerprint: u64) -> Result<u32, Error> {
-        let offered = &self.inner.peer_hello.services;
-        match offered.iter().position(|s| s.name == name) {
-            Some(i) if offered.get(i).map(|s| s.fingerprint) == Some(fingerprint) => {
-                u32::try_from(i).map_err(|_| Error::Protocol("too many services".into()))
+    /// How this side's `method` of service `name` is called here: the peer's service and
+    /// method numbers, and how its result is read if the peer writes it in another shape.
+    /// `spec` describes the service if it was not declared with `Connector::want`.
+    pub(crate) fn route(
+        &self,
+        name: &str,
+        method: u32,
+        spec: impl FnOnce() -> Result<Arc<ServiceSpec>, Arc<str>>,
+    ) -> Result<(u32, u32, Option<Arc<Reading>>), Error> {
+        let undeclared;
+        let route = match self.inner.routes.get(name, method) {
+            Some(r) => r,
+            None => {
+                // Not declared: callable only where the two releases agree exactly (there
+                // were no schemas exchanged to bridge a difference).
+                let spec = spec().map_err(Error::Handshake)?;
+                undeclared = skew::route(
+                    &spec,
+                    method as usize,
+                    &self.inner.peer_hello,
+                    &skew::PeerSchemas::new(),
+                );
+                &undeclared
             }
-            Some(i) => Err(Error::Handshake(
-                handshake::mismatch(
-                    name,
-                    offered.get(i).map_or(0, |s| s.fingerprint),
-                    fingerprint,
-                )
-                .into(),
-            )),
-            None => Err(Error::Handshake(
-                handshake::not_served(name, offered).into(),
-            )),
+        };
+        match route {
+            Route::Call {
+                service,
+                method,
+                result,
+            } => Ok((*service, *method, result.clone())),
+            Route::Unimplemented(why) => Err(Error::Unimplemented(Arc::clone(why))),
+            Route::Incompatible(why) => Err(Error::Incompatible(Arc::clone(why))),
         }
     }
 

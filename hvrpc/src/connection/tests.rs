@@ -1,7 +1,8 @@
 //! Connection tests with the peer played by hand.
 use super::*;
 use crate::error::ErrorCode;
-use crate::protocol::Status;
+use crate::protocol::{self, FrameBuf, PREAMBLE, Status};
+use crate::schema::{MethodDef, MethodKind, SpecCell, trace_method};
 use crate::service::{Context, Handler};
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -82,9 +83,10 @@ async fn with_fake_peer(
         features: 0,
         max_frame: 1 << 20,
         max_concurrent_calls: 16,
-        services: vec![ServiceInfo {
+        services: vec![ServiceDesc {
             name: "S".into(),
-            fingerprint: 1,
+            strict: false,
+            methods: Vec::new(),
         }],
         wants: Vec::new(),
         agent: "test".into(),
@@ -216,11 +218,22 @@ impl Service for ShutsDown {
     fn name(&self) -> &'static str {
         "S"
     }
-    fn fingerprint(&self) -> u64 {
-        1
+    fn spec(&self) -> Result<Arc<ServiceSpec>, Arc<str>> {
+        static SPEC: SpecCell = SpecCell::new();
+        let m = |name| MethodDef {
+            name,
+            doc: "",
+            kind: MethodKind::Unary,
+            args: &[],
+            trace: trace_method::<(), u64>,
+        };
+        SPEC.get("S", "", || vec![m("m0"), m("m1")])
     }
     fn method_name(&self, _: u32) -> Option<&'static str> {
         Some("m")
+    }
+    fn translate_args(&self, _: u32, _: &[u8], _: &Reading) -> Result<Bytes, String> {
+        Err("not translated".into())
     }
     fn call(
         &self,

@@ -187,6 +187,7 @@ impl Core {
         let body = payload.slice(payload.len() - body_len..);
         match header {
             Header::Hello(_) => return Err("a second handshake on an open connection".into()),
+            Header::Schemas => return Err("schemas after the handshake".into()),
             Header::Request {
                 id,
                 service,

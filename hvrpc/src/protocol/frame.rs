@@ -82,7 +82,6 @@ impl FrameBuf {
     }
 
     /// Appends the postcard encoding of `value` as (part of) the body.
-    #[cfg(test)]
     pub(crate) fn body<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> postcard::Result<()> {
         encode_into(value, &mut self.buf)
     }

@@ -19,18 +19,19 @@ pub(crate) use encode::{decode_exact, encode_header, encode_into, split_frame};
 pub(crate) use frame::{Frame, FrameBuf, INLINE_TAIL, put_len_varint};
 
 /// The bytes each side sends first: `HVRPC`, the major protocol version, two reserved zeros.
-pub(crate) const PREAMBLE: [u8; 8] = *b"HVRPC\x01\x00\x00";
+pub(crate) const PREAMBLE: [u8; 8] = *b"HVRPC\x02\x00\x00";
 /// The magic at the start of the preamble.
 pub(crate) const MAGIC: &[u8; 5] = b"HVRPC";
 /// The major protocol version; peers with different major versions refuse each other.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// A frame header. The variant index is the frame kind on the wire: never reorder.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Header {
     /// Kind 0: the handshake; the first frame in each direction, and only then.
     Hello(Hello),
-    /// Kind 1: call `method` of the receiver's `service` (indexes into the receiver's Hello).
+    /// Kind 1: call `method` of the receiver's `service` (indexes into the receiver's Hello:
+    /// its `services`, and that service's `methods`).
     /// The body is the postcard tuple of the arguments.
     Request {
         /// The caller's id for the call, unique on the connection in the caller's direction.
@@ -81,6 +82,10 @@ pub(crate) enum Header {
         /// Why, for logs.
         reason: String,
     },
+    /// Kind 9: the schemas of the services whose methods the two Hellos show to differ; sent
+    /// once, right after the Hello, by both sides or neither. The body is a postcard
+    /// `Vec<ServiceSchema>`.
+    Schemas,
 }
 
 /// How a call ended.
@@ -106,20 +111,49 @@ pub(crate) struct Hello {
     pub(crate) max_frame: u32,
     /// How many of the receiver's calls the sender runs at once.
     pub(crate) max_concurrent_calls: u32,
-    /// The services the sender serves; requests address them by index.
-    pub(crate) services: Vec<ServiceInfo>,
-    /// The services the sender intends to call, so that the receiver can report a mismatch
-    /// from its side too.
-    pub(crate) wants: Vec<ServiceInfo>,
+    /// The services the sender serves; requests address them (and their methods) by index.
+    pub(crate) services: Vec<ServiceDesc>,
+    /// The services the sender intends to call, so that the receiver knows which of its
+    /// methods are called by another release, and which the caller requires exactly.
+    pub(crate) wants: Vec<ServiceDesc>,
     /// Free text naming the implementation, e.g. `hvrpc/0.1.0`.
     pub(crate) agent: String,
 }
 
 /// A service as announced in the handshake.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ServiceInfo {
+pub struct ServiceDesc {
     /// The service's name, e.g. `GuestInfo`.
     pub name: String,
-    /// The fingerprint of its method signatures.
-    pub fingerprint: u64,
+    /// In `wants`: the sender requires the receiver's service to be exactly the same (every
+    /// method, with the same schemas), or the connection is refused. Always `false` in
+    /// `services`.
+    pub strict: bool,
+    /// Its methods, in the order of the definition; a Request's `method` indexes this list.
+    pub methods: Vec<MethodDesc>,
+}
+
+impl ServiceDesc {
+    /// A method by name, with its index.
+    pub fn method(&self, name: &str) -> Option<(u32, &MethodDesc)> {
+        self.methods
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.name == name)
+            .and_then(|(i, m)| Some((u32::try_from(i).ok()?, m)))
+    }
+}
+
+/// A method as announced in the handshake.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MethodDesc {
+    /// Its name.
+    pub name: String,
+    /// How it exchanges values: 0 unary, 1 server stream; a receiver treats kinds it does not
+    /// know as methods it cannot call.
+    pub kind: u32,
+    /// The hash of its argument tuple's schema (`docs/PROTOCOL.md` §6).
+    pub args: u64,
+    /// The hash of its result's schema (a stream's item).
+    pub result: u64,
 }

@@ -23,34 +23,103 @@ fn frame(header: Header, body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn preamble() {
-    assert_eq!(&PREAMBLE, b"HVRPC\x01\0\0");
+    assert_eq!(&PREAMBLE, b"HVRPC\x02\0\0");
     assert_eq!(&PREAMBLE[..5], MAGIC);
     assert_eq!(PREAMBLE[5], PROTOCOL_VERSION);
 }
 
-#[test]
-fn golden_hello() {
-    let hello = Hello {
+/// The Hello of a side serving `Echo { fn echo(text: String) -> String }` (the hashes are
+/// those of `docs/PROTOCOL.md` §6's test vectors), wanting nothing.
+fn example_hello() -> Hello {
+    Hello {
         features: 0,
         max_frame: 4 * 1024 * 1024,
         max_concurrent_calls: 256,
-        services: vec![ServiceInfo {
+        services: vec![ServiceDesc {
             name: "Echo".into(),
-            fingerprint: 0x0123_4567_89ab_cdef,
+            strict: false,
+            methods: vec![MethodDesc {
+                name: "echo".into(),
+                kind: 0,
+                args: crate::schema::hash::fnv1a(&[20, 1, 14]),
+                result: crate::schema::hash::fnv1a(&[14]),
+            }],
         }],
         wants: vec![],
         agent: "hv".into(),
-    };
+    }
+}
+
+/// The schema of `Echo` with `echo(text: String) -> String`, as a Schemas frame carries it.
+fn example_schema() -> crate::schema::ServiceSchema {
+    use crate::schema::{Arg, Graph, MethodKind, MethodSchema, Node, ServiceSchema};
+    ServiceSchema {
+        name: "Echo".into(),
+        doc: String::new(),
+        methods: vec![MethodSchema {
+            name: "echo".into(),
+            doc: String::new(),
+            kind: MethodKind::Unary,
+            args: vec![Arg {
+                name: "text".into(),
+                node: 0,
+            }],
+            result: 0,
+        }],
+        graph: Graph {
+            nodes: vec![Node::Str],
+        },
+    }
+}
+
+#[test]
+fn golden_schemas() {
+    let mut body = BytesMut::new();
+    encode_into(&vec![example_schema()], &mut body).unwrap();
+    assert_eq!(
+        frame(Header::Schemas, &body),
+        [
+            0, 0, 0, 26, // length
+            9,  // kind 9: Schemas
+            1,  // one service
+            4, b'E', b'c', b'h', b'o', // name
+            0,    // doc ""
+            1,    // one method
+            4, b'e', b'c', b'h', b'o', // name
+            0,    // doc ""
+            0,    // kind: unary
+            1,    // one argument
+            4, b't', b'e', b'x', b't', // its name
+            0,    // its node
+            0,    // the result's node
+            1,    // one node
+            14,   // Str
+        ]
+    );
+}
+
+#[test]
+fn golden_hello() {
+    let hello = example_hello();
+    assert_eq!(hello.services[0].methods[0].args, 0x413b_7218_a6ec_3ff8);
+    assert_eq!(hello.services[0].methods[0].result, 0xaf63_c34c_8601_c211);
     assert_eq!(
         frame(Header::Hello(hello), &[]),
         [
-            0, 0, 0, 27, // length
+            0, 0, 0, 45, // length
             0,  // kind 0: Hello
             0,  // features
             0x80, 0x80, 0x80, 0x02, // max_frame 4194304 (varint)
             0x80, 0x02, // max_concurrent_calls 256
-            1, 4, b'E', b'c', b'h', b'o', // services: 1 × name "Echo"
-            0xef, 0x9b, 0xaf, 0xcd, 0xf8, 0xac, 0xd1, 0x91, 0x01, // fingerprint (varint)
+            1,    // services: 1
+            4, b'E', b'c', b'h', b'o', // name "Echo"
+            0,    // strict: false
+            1,    // methods: 1
+            4, b'e', b'c', b'h', b'o', // name "echo"
+            0,    // kind 0: unary
+            0xf8, 0xff, 0xb0, 0xb7, 0x8a, 0xc3, 0xdc, 0x9d, 0x41, // args 0x413b7218a6ec3ff8
+            0x91, 0x84, 0x87, 0xb0, 0xc8, 0xe9, 0xf0, 0xb1, 0xaf,
+            0x01, // result 0xaf63c34c8601c211
             0,    // wants: none
             2, b'h', b'v', // agent
         ]
@@ -139,21 +208,11 @@ fn protocol_doc_matches_golden_bytes() {
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let mut body = BytesMut::new();
     encode_into(&("a", 5u32), &mut body).unwrap();
+    let mut schemas_body = BytesMut::new();
+    encode_into(&vec![example_schema()], &mut schemas_body).unwrap();
     let frames = [
-        frame(
-            Header::Hello(Hello {
-                features: 0,
-                max_frame: 4 * 1024 * 1024,
-                max_concurrent_calls: 256,
-                services: vec![ServiceInfo {
-                    name: "Echo".into(),
-                    fingerprint: 0x0123_4567_89ab_cdef,
-                }],
-                wants: vec![],
-                agent: "hv".into(),
-            }),
-            &[],
-        ),
+        frame(Header::Hello(example_hello()), &[]),
+        frame(Header::Schemas, &schemas_body),
         frame(
             Header::Request {
                 id: 1,

@@ -10,6 +10,7 @@
 //! | fields reordered | yes: they are matched by name |
 //! | an enum variant the reader lacks | yes, until one is sent: that call fails, naming the variant |
 //! | a newtype wrapped around a type, or unwrapped | yes: the bytes are the same |
+//! | an integer widened (`u32` → `u64`, `i8` → `i64`; same signedness) | yes; narrowed, no |
 //! | a field's, element's or variant's type changed | no |
 //! | a tuple's length changed | no |
 //!
@@ -69,7 +70,6 @@ pub(crate) fn kind(graph: &Graph, i: u32) -> String {
             Node::TupleStruct { name, .. } => format!("tuple struct {name}"),
             Node::Struct { name, .. } => format!("struct {name}"),
             Node::Enum { name, .. } => format!("enum {name}"),
-            Node::Stream(_) => "a stream".into(),
         },
     }
 }
@@ -124,9 +124,7 @@ impl Check<'_> {
                 self.check(*a, *b, path, d)
             }
             (Node::Option(a), Node::Option(b)) => self.check(*a, *b, &format!("{path}.Some"), d),
-            (Node::Seq(a), Node::Seq(b)) | (Node::Stream(a), Node::Stream(b)) => {
-                self.check(*a, *b, &format!("{path}[item]"), d)
-            }
+            (Node::Seq(a), Node::Seq(b)) => self.check(*a, *b, &format!("{path}[item]"), d),
             (Node::Map { key: wk, value: wv }, Node::Map { key: rk, value: rv }) => {
                 self.check(*wk, *rk, &format!("{path}{{key}}"), d)?;
                 self.check(*wv, *rv, &format!("{path}{{value}}"), d)
@@ -211,26 +209,34 @@ fn shape_kind(s: &VariantShape) -> String {
     }
 }
 
-fn same_leaf(a: &Node, b: &Node) -> bool {
+/// The width of an integer node, and whether it is signed.
+fn integer(n: &Node) -> Option<(u8, bool)> {
     use Node::*;
+    Some(match n {
+        I8 => (8, true),
+        I16 => (16, true),
+        I32 => (32, true),
+        I64 => (64, true),
+        I128 => (128, true),
+        U8 => (8, false),
+        U16 => (16, false),
+        U32 => (32, false),
+        U64 => (64, false),
+        U128 => (128, false),
+        _ => return None,
+    })
+}
+
+/// A leaf the reader reads from the writer's leaf: the same kind, or an integer of the same
+/// signedness that the writer has narrower (every value fits).
+fn same_leaf(w: &Node, r: &Node) -> bool {
+    use Node::*;
+    if let (Some((ww, ws)), Some((rw, rs))) = (integer(w), integer(r)) {
+        return ws == rs && ww <= rw;
+    }
     matches!(
-        (a, b),
-        (Bool, Bool)
-            | (I8, I8)
-            | (I16, I16)
-            | (I32, I32)
-            | (I64, I64)
-            | (I128, I128)
-            | (U8, U8)
-            | (U16, U16)
-            | (U32, U32)
-            | (U64, U64)
-            | (U128, U128)
-            | (F32, F32)
-            | (F64, F64)
-            | (Char, Char)
-            | (Str, Str)
-            | (Bytes, Bytes)
+        (w, r),
+        (Bool, Bool) | (F32, F32) | (F64, F64) | (Char, Char) | (Str, Str) | (Bytes, Bytes)
     )
 }
 

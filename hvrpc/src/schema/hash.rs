@@ -85,7 +85,7 @@ impl Canon<'_> {
         }
         let d = depth + 1;
         match node {
-            Node::Option(c) | Node::Seq(c) | Node::Stream(c) => self.node(*c, d)?,
+            Node::Option(c) | Node::Seq(c) => self.node(*c, d)?,
             Node::Map { key, value } => {
                 self.node(*key, d)?;
                 self.node(*value, d)?;
@@ -170,7 +170,6 @@ fn tag(node: &Node) -> u8 {
         Node::TupleStruct { .. } => 23,
         Node::Struct { .. } => 24,
         Node::Enum { .. } => 25,
-        Node::Stream(_) => 26,
     }
 }
 

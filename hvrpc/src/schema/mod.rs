@@ -5,23 +5,30 @@
 //! A schema is a graph of [`Node`]s in one flat vector (children are indices, so decoding a
 //! schema from a peer never recurses); named containers — structs, enums — may refer to
 //! themselves (recursive types). The graph is *traced* from the types' `Deserialize`
-//! implementations ([`trace`]), so it is exactly what serde does, attributes (`rename`,
+//! implementations (`trace`), so it is exactly what serde does, attributes (`rename`,
 //! `skip`, `default`, `transparent`, `with`, `from`) and all, not what the source text says.
 //!
 //! | part | owns |
 //! |---|---|
-//! | [`trace`] | deriving the graph of a type from its `Deserialize` |
-//! | [`hash`] | the canonical form and its hash (specified in `docs/PROTOCOL.md`) |
-//! | [`compat`] | whether a reader can read what a writer writes, and where not |
-//! | [`translate`] | reading a value written in one shape as a type of another |
-
-// Not called yet: the v2 handshake (next) uses these.
-#![allow(dead_code)]
+//! | `trace` | deriving the graph of a type from its `Deserialize` |
+//! | `hash` | the canonical form and its hash (specified in `docs/PROTOCOL.md`) |
+//! | `compat` | whether a reader can read what a writer writes, and where not |
+//! | `translate` | reading a value written in one shape as a type of another |
 
 pub(crate) mod compat;
+#[doc(hidden)]
+pub mod fuzz;
 pub(crate) mod hash;
+mod spec;
 pub(crate) mod trace;
 pub(crate) mod translate;
+
+pub use spec::ServiceSpec;
+pub(crate) use spec::method_desc;
+#[doc(hidden)]
+pub use spec::{MethodDef, Reading, SpecCell, TraceFn, retranslate, trace_method};
+#[doc(hidden)]
+pub use trace::Tracer;
 
 use serde::{Deserialize, Serialize};
 
@@ -109,9 +116,6 @@ pub enum Node {
         /// The variants, by index.
         variants: Vec<Variant>,
     },
-    /// A stream of items (a streaming method's result or argument): not a value on the wire,
-    /// but a series of stream items each holding one.
-    Stream(u32),
 }
 
 /// A struct field.
@@ -169,7 +173,7 @@ impl Graph {
         let field_ok = |f: &Field| ok(&f.node);
         for (i, node) in self.nodes.iter().enumerate() {
             let fine = match node {
-                Node::Option(c) | Node::Seq(c) | Node::Stream(c) => ok(c),
+                Node::Option(c) | Node::Seq(c) => ok(c),
                 Node::Map { key, value } => ok(key) && ok(value),
                 Node::Tuple(cs) | Node::TupleStruct { fields: cs, .. } => cs.iter().all(ok),
                 Node::Newtype { inner, .. } => ok(inner),
@@ -201,6 +205,33 @@ pub enum MethodKind {
     ServerStream,
 }
 
+impl MethodKind {
+    /// Its number in the handshake (`docs/PROTOCOL.md` §2).
+    pub fn code(self) -> u32 {
+        match self {
+            MethodKind::Unary => 0,
+            MethodKind::ServerStream => 1,
+        }
+    }
+
+    /// The kind numbered `code`, if this side knows it.
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => Some(MethodKind::Unary),
+            1 => Some(MethodKind::ServerStream),
+            _ => None,
+        }
+    }
+
+    /// How messages name it.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            MethodKind::Unary => "a unary method",
+            MethodKind::ServerStream => "a server-streaming method",
+        }
+    }
+}
+
 /// A method argument.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Arg {
@@ -226,6 +257,13 @@ pub struct MethodSchema {
     pub result: u32,
 }
 
+impl MethodSchema {
+    /// Its arguments' nodes, in order.
+    pub fn arg_nodes(&self) -> Vec<u32> {
+        self.args.iter().map(|a| a.node).collect()
+    }
+}
+
 /// A service's schema.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSchema {
@@ -244,7 +282,24 @@ impl ServiceSchema {
     pub fn method(&self, name: &str) -> Option<&MethodSchema> {
         self.methods.iter().find(|m| m.name == name)
     }
+
+    /// Checks a schema from a peer: every node index in range.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        self.graph.validate()?;
+        let n = self.graph.nodes.len() as u64;
+        for m in &self.methods {
+            if u64::from(m.result) >= n || m.args.iter().any(|a| u64::from(a.node) >= n) {
+                return Err(format!(
+                    "method {} refers to a node that does not exist",
+                    m.name
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vectors;

@@ -543,3 +543,96 @@ fn lengths_beyond_the_input_are_refused() {
     let ok = translate::decode::<Vec<()>>(&[3], &g, root).unwrap();
     assert_eq!(ok.len(), 3);
 }
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+enum Outer {
+    A,
+    B(Inner),
+    C,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+enum Inner {
+    X,
+    Y(u8),
+    Z(String),
+}
+
+#[test]
+fn enums_behind_a_later_variant_are_explored_too() {
+    let (g, root) = traced::<Result<v1::Memory, v1::Error>>();
+    let Node::Enum { name, variants } = g.node(root).unwrap() else {
+        panic!()
+    };
+    assert_eq!(name, "Result");
+    let VariantShape::Newtype(e) = variants[1].shape else {
+        panic!("{variants:?}")
+    };
+    let Node::Enum { variants, .. } = g.node(e).unwrap() else {
+        panic!()
+    };
+    assert!(
+        matches!(variants[0].shape, VariantShape::Newtype(_)),
+        "{variants:?}"
+    );
+    let (g, root) = traced::<Vec<Outer>>();
+    let Node::Seq(o) = g.node(root).unwrap() else {
+        panic!()
+    };
+    let Node::Enum { variants, .. } = g.node(*o).unwrap() else {
+        panic!()
+    };
+    let VariantShape::Newtype(i) = variants[1].shape else {
+        panic!("{variants:?}")
+    };
+    let Node::Enum { variants, .. } = g.node(i).unwrap() else {
+        panic!()
+    };
+    assert!(matches!(variants[2].shape, VariantShape::Newtype(s) if g.node(s) == Some(&Node::Str)));
+}
+
+#[test]
+fn integers_widen_and_do_not_narrow() {
+    mod a {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        pub struct Sizes {
+            pub small: u8,
+            pub count: u32,
+            pub delta: i8,
+            pub big: u64,
+        }
+    }
+    mod b {
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+        pub struct Sizes {
+            pub small: u16,
+            pub count: u64,
+            pub delta: i64,
+            pub big: u128,
+        }
+    }
+    check::<a::Sizes, b::Sizes>().unwrap();
+    let m = check::<b::Sizes, a::Sizes>().unwrap_err();
+    assert_eq!(
+        (m.path.as_str(), m.reader.as_str(), m.writer.as_str()),
+        (".small", "u8", "u16")
+    );
+    let v = a::Sizes {
+        small: 200,
+        count: 70_000,
+        delta: -3,
+        big: u64::MAX,
+    };
+    let w: b::Sizes = via(&v).unwrap();
+    assert_eq!(
+        w,
+        b::Sizes {
+            small: 200,
+            count: 70_000,
+            delta: -3,
+            big: u128::from(u64::MAX)
+        }
+    );
+    // Signedness is a change, whatever the width.
+    assert!(check::<u32, i64>().is_err());
+}

@@ -39,7 +39,7 @@ pub(crate) fn opening() -> Vec<u8> {
     varint(1 << 20, &mut hello);
     varint(16, &mut hello);
     hello.extend_from_slice(&[0, 0, 0]);
-    let mut out = b"HVRPC\x01\0\0".to_vec();
+    let mut out = b"HVRPC\x02\0\0".to_vec();
     out.extend(framed(&hello));
     out
 }

@@ -65,6 +65,10 @@ fn main() {
     );
     assert_eq!(AdminClient::NAME, "host.Admin");
     assert_eq!(AdminClient::ID.to_string(), "6c4eb1be-40e8-4c8b-a4d6-5b0f67d7e40f");
-    assert_ne!(GuestInfoClient::FINGERPRINT, AdminClient::FINGERPRINT);
+    // The methods traced from their types, hashed as PROTOCOL.md §6 says.
+    let spec = GuestInfoClient::spec().unwrap();
+    let names: Vec<&str> = spec.desc().methods.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, GuestInfoClient::METHODS);
+    assert!(AdminClient::spec().is_ok());
     let _server = hvrpc::Server::new().add_service(GuestInfoServer::new(Agent));
 }

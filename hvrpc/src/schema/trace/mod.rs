@@ -78,13 +78,15 @@ struct EnumState {
     /// Its name, as serde gives it.
     name: &'static str,
     explored: Vec<bool>,
+    /// Visits so far while recording: the next one takes variant `cursor % n`.
+    cursor: usize,
     /// The variant to take when the enum must end (inside itself), and whether it is known to.
     ending: usize,
 }
 
 /// Builds one graph from several root types.
 #[derive(Default)]
-pub(crate) struct Tracer {
+pub struct Tracer {
     graph: Graph,
     /// Container identity → node.
     containers: HashMap<&'static str, u32>,
@@ -205,6 +207,11 @@ impl Tracer {
         };
         self.probe_optional::<T>(attempt);
         Ok(root)
+    }
+
+    /// Node `i` of the graph built so far.
+    pub(crate) fn node(&self, i: u32) -> Option<&Node> {
+        self.graph.node(i)
     }
 
     /// The graph built so far.
@@ -541,6 +548,7 @@ impl<'de> de::Deserializer<'de> for &mut Pass<'_> {
         let st = self.t.enums.entry(id).or_insert_with(|| EnumState {
             name,
             explored: vec![false; variants.len()],
+            cursor: 0,
             ending: 0,
         });
         let n = variants.len();
@@ -552,7 +560,12 @@ impl<'de> de::Deserializer<'de> for &mut Pass<'_> {
             .map(|&(_, i)| i);
         let index = match (node, routed) {
             (Some(_), Some(i)) => i,
-            (Some(_), None) => st.explored.iter().position(|x| !x).unwrap_or(0),
+            // Round robin: each visit takes the next variant, so that enums reachable only
+            // through a later variant are met again and again until they are explored too.
+            (Some(_), None) => {
+                st.cursor = st.cursor.wrapping_add(1);
+                st.cursor.wrapping_sub(1) % n
+            }
             // Ending: the variants from the last on, one more each time one recursed.
             (None, _) => (n - 1 + n - st.ending % n) % n,
         };

@@ -68,7 +68,7 @@ fn may_be_empty(graph: &Graph, i: u32, depth: usize) -> bool {
     }
     let d = depth + 1;
     match graph.node(i) {
-        Some(Node::Unit | Node::UnitStruct { .. } | Node::Stream(_)) => true,
+        Some(Node::Unit | Node::UnitStruct { .. }) => true,
         Some(Node::Newtype { inner, .. }) => may_be_empty(graph, *inner, d),
         Some(Node::Tuple(cs) | Node::TupleStruct { fields: cs, .. }) => {
             cs.iter().all(|&c| may_be_empty(graph, c, d))
@@ -176,7 +176,7 @@ impl<'a, 'de> At<'a, 'de> {
             Node::Bytes => {
                 read::<&[u8]>(self.input)?;
             }
-            Node::Unit | Node::UnitStruct { .. } | Node::Stream(_) => {}
+            Node::Unit | Node::UnitStruct { .. } => {}
             Node::Option(c) => {
                 if read::<u8>(self.input)? == 1 {
                     self.at(*c)?.skip()?;
@@ -245,6 +245,20 @@ impl<'a, 'de> At<'a, 'de> {
     }
 }
 
+/// An integer the reader asks for, read from the writer's integer of that width or narrower.
+macro_rules! widening {
+    ($method:ident, $what:literal, $ty:ty, $visit:ident, $byte:pat, $byte_ty:ty, $varint:pat) => {
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TrError> {
+            let me = self.unwrapped()?;
+            match me.node()? {
+                $byte => visitor.$visit(<$ty>::from(read::<$byte_ty>(me.input)?)),
+                $varint => visitor.$visit(read::<$ty>(me.input)?),
+                _ => Err(me.mismatch($what)),
+            }
+        }
+    };
+}
+
 macro_rules! primitive {
     ($method:ident, $node:pat, $what:literal, $ty:ty, $visit:ident) => {
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TrError> {
@@ -288,21 +302,86 @@ impl<'de> de::Deserializer<'de> for At<'_, 'de> {
             }
             Node::Newtype { .. } => self.deserialize_newtype_struct("", visitor),
             Node::Enum { .. } => self.deserialize_enum("", &[], visitor),
-            Node::Stream(_) => Err(self.mismatch("a value")),
         }
     }
 
     primitive!(deserialize_bool, Node::Bool, "bool", bool, visit_bool);
     primitive!(deserialize_i8, Node::I8, "i8", i8, visit_i8);
-    primitive!(deserialize_i16, Node::I16, "i16", i16, visit_i16);
-    primitive!(deserialize_i32, Node::I32, "i32", i32, visit_i32);
-    primitive!(deserialize_i64, Node::I64, "i64", i64, visit_i64);
-    primitive!(deserialize_i128, Node::I128, "i128", i128, visit_i128);
+    // Integers widen: a writer's narrower integer of the same signedness is read as the
+    // reader's wider one (`u8`/`i8` are one raw byte, the others varints).
+    widening!(
+        deserialize_i16,
+        "i16",
+        i16,
+        visit_i16,
+        Node::I8,
+        i8,
+        Node::I16
+    );
+    widening!(
+        deserialize_i32,
+        "i32",
+        i32,
+        visit_i32,
+        Node::I8,
+        i8,
+        Node::I16 | Node::I32
+    );
+    widening!(
+        deserialize_i64,
+        "i64",
+        i64,
+        visit_i64,
+        Node::I8,
+        i8,
+        Node::I16 | Node::I32 | Node::I64
+    );
+    widening!(
+        deserialize_i128,
+        "i128",
+        i128,
+        visit_i128,
+        Node::I8,
+        i8,
+        Node::I16 | Node::I32 | Node::I64 | Node::I128
+    );
     primitive!(deserialize_u8, Node::U8, "u8", u8, visit_u8);
-    primitive!(deserialize_u16, Node::U16, "u16", u16, visit_u16);
-    primitive!(deserialize_u32, Node::U32, "u32", u32, visit_u32);
-    primitive!(deserialize_u64, Node::U64, "u64", u64, visit_u64);
-    primitive!(deserialize_u128, Node::U128, "u128", u128, visit_u128);
+    widening!(
+        deserialize_u16,
+        "u16",
+        u16,
+        visit_u16,
+        Node::U8,
+        u8,
+        Node::U16
+    );
+    widening!(
+        deserialize_u32,
+        "u32",
+        u32,
+        visit_u32,
+        Node::U8,
+        u8,
+        Node::U16 | Node::U32
+    );
+    widening!(
+        deserialize_u64,
+        "u64",
+        u64,
+        visit_u64,
+        Node::U8,
+        u8,
+        Node::U16 | Node::U32 | Node::U64
+    );
+    widening!(
+        deserialize_u128,
+        "u128",
+        u128,
+        visit_u128,
+        Node::U8,
+        u8,
+        Node::U16 | Node::U32 | Node::U64 | Node::U128
+    );
     primitive!(deserialize_f32, Node::F32, "f32", f32, visit_f32);
     primitive!(deserialize_f64, Node::F64, "f64", f64, visit_f64);
     primitive!(deserialize_char, Node::Char, "char", char, visit_char);
