@@ -1,0 +1,83 @@
+//! Two releases of one service, `Agent`, for version-skew tests: release A (`agent-a`) and
+//! release B (`agent-b`, later) differ in every way docs/PROTOCOL.md §6 discusses — methods
+//! inserted, appended, removed and reordered; a struct field inserted with a default, an `Option`
+//! field added, a field removed; enum variants added; an argument widened; a result type
+//! changed. Each binary serves its release (`agent-X serve <endpoint>`) or calls every method
+//! of its release on a peer (`agent-X call <endpoint>`), printing one line per call —
+//! or prints its methods' schema hashes (`agent-X hashes`). Call lines:
+//! `<call> ok <value>`, `<call> unimplemented <message>`, `<call> incompatible <message>`,
+//! `<call> app-error <error>` or `<call> error <message>`. `tests/pairings.rs` runs the four
+//! pairings and checks every line.
+
+use std::fmt::Debug;
+
+use hvrpc::{Endpoint, Error, Server, Service, ServiceDef};
+
+/// One line of output for a call's outcome.
+pub fn outcome<T: Debug, E: Debug>(call: &str, r: Result<T, Error<E>>) -> String {
+    match r {
+        Ok(v) => format!("{call} ok {v:?}"),
+        Err(Error::Unimplemented(m)) => format!("{call} unimplemented {m}"),
+        Err(Error::Incompatible(m)) => format!("{call} incompatible {m}"),
+        Err(Error::Application(e)) => format!("{call} app-error {e:?}"),
+        Err(e) => format!("{call} error {e:?}"),
+    }
+}
+
+/// What the command line asks for.
+pub enum Mode {
+    /// Serve the release on the endpoint.
+    Serve(Endpoint),
+    /// Call every method on the endpoint.
+    Call(Endpoint),
+    /// Print the release's method hashes.
+    Hashes,
+}
+
+/// Parses `serve <endpoint>` or `call <endpoint>`.
+pub fn mode() -> Result<Mode, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = || "usage: agent-X serve|call <endpoint> | agent-X hashes".to_owned();
+    if args == ["hashes"] {
+        return Ok(Mode::Hashes);
+    }
+    let [what, ep] = args.as_slice() else {
+        return Err(usage());
+    };
+    let ep: Endpoint = ep.parse().map_err(|e| format!("{ep}: {e}"))?;
+    match what.as_str() {
+        "serve" => Ok(Mode::Serve(ep)),
+        "call" => Ok(Mode::Call(ep)),
+        _ => Err(usage()),
+    }
+}
+
+/// Serves `service` on `ep` until killed; prints `listening` once bound.
+pub async fn serve(ep: &Endpoint, service: impl Service) -> Result<(), String> {
+    let listener = hvrpc::transport::Listener::bind(ep)
+        .await
+        .map_err(|e| format!("binding {ep}: {e}"))?;
+    println!("listening");
+    Server::new()
+        .add_service(service)
+        .serve_with_shutdown(listener, std::future::pending())
+        .await;
+    Ok(())
+}
+
+/// The service's methods as the handshake announces them: `name kind args result`, one per
+/// line, hashes in hex (docs/PROTOCOL.md §6.3).
+pub fn hashes<S: ServiceDef>() -> Result<String, String> {
+    let spec = S::spec().map_err(|e| e.to_string())?;
+    let desc = spec.desc();
+    Ok(desc
+        .methods
+        .iter()
+        .map(|m| {
+            format!(
+                "{}.{} {} {:016x} {:016x}\n",
+                desc.name, m.name, m.kind, m.args, m.result
+            )
+        })
+        .collect())
+}
