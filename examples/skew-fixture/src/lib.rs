@@ -26,8 +26,9 @@ pub fn outcome<T: Debug, E: Debug>(call: &str, r: Result<T, Error<E>>) -> String
 
 /// What the command line asks for.
 pub enum Mode {
-    /// Serve the release on the endpoint.
-    Serve(Endpoint),
+    /// Serve the release on the endpoint: until killed, or until this many connections have
+    /// come and gone.
+    Serve(Endpoint, Option<usize>),
     /// Call every method on the endpoint.
     Call(Endpoint),
     /// Print the release's method hashes.
@@ -37,30 +38,57 @@ pub enum Mode {
 /// Parses `serve <endpoint>` or `call <endpoint>`.
 pub fn mode() -> Result<Mode, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = || "usage: agent-X serve|call <endpoint> | agent-X hashes".to_owned();
-    if args == ["hashes"] {
-        return Ok(Mode::Hashes);
-    }
-    let [what, ep] = args.as_slice() else {
-        return Err(usage());
-    };
-    let ep: Endpoint = ep.parse().map_err(|e| format!("{ep}: {e}"))?;
-    match what.as_str() {
-        "serve" => Ok(Mode::Serve(ep)),
-        "call" => Ok(Mode::Call(ep)),
+    let usage =
+        || "usage: agent-X serve <endpoint> [connections] | call <endpoint> | hashes".to_owned();
+    let endpoint = |ep: &String| ep.parse::<Endpoint>().map_err(|e| format!("{ep}: {e}"));
+    match args.as_slice() {
+        [h] if h == "hashes" => Ok(Mode::Hashes),
+        [c, ep] if c == "call" => Ok(Mode::Call(endpoint(ep)?)),
+        [s, ep] if s == "serve" => Ok(Mode::Serve(endpoint(ep)?, None)),
+        [s, ep, n] if s == "serve" => {
+            let n = n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{n}: not a positive number of connections"))?;
+            Ok(Mode::Serve(endpoint(ep)?, Some(n)))
+        }
         _ => Err(usage()),
     }
 }
 
-/// Serves `service` on `ep` until killed; prints `listening` once bound.
-pub async fn serve(ep: &Endpoint, service: impl Service) -> Result<(), String> {
+/// Serves `service` on `ep` until killed, or until `connections` connections have closed;
+/// prints `listening` once bound.
+pub async fn serve(
+    ep: &Endpoint,
+    connections: Option<usize>,
+    service: impl Service,
+) -> Result<(), String> {
     let listener = hvrpc::transport::Listener::bind(ep)
         .await
         .map_err(|e| format!("binding {ep}: {e}"))?;
     println!("listening");
-    Server::new()
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let server = Server::new()
         .add_service(service)
-        .serve_with_shutdown(listener, std::future::pending())
+        .on_connection(move |conn| {
+            let done_tx = done_tx.clone();
+            tokio::spawn(async move {
+                conn.closed().await;
+                let _ = done_tx.send(());
+            });
+        });
+    server
+        .serve_with_shutdown(listener, async move {
+            match connections {
+                None => std::future::pending().await,
+                Some(n) => {
+                    for _ in 0..n {
+                        done.recv().await;
+                    }
+                }
+            }
+        })
         .await;
     Ok(())
 }

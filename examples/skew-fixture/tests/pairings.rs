@@ -71,18 +71,8 @@ echo_count ok "B counted 7"
 watch ok "Tick(0), Tick(1), Tick(2), then incompatible: cannot read a stream item (another release's shape): unknown variant `Note`, expected `Tick`"
 "#;
 
-const B_TO_A: &str = r#"version ok "A"
-hostname unimplemented Agent.hostname is not implemented by the peer (its Agent is another release)
-uptime unimplemented Agent.uptime is not implemented by the peer (its Agent is another release)
-stat(/f) ok Stat { size: 300, mtime: 0, mode: 420 }
-stat(/nope) app-error NotFound("/nope")
-list ok [Entry { size: 300, name: "f", owner: None }]
-kind(/f) ok File
-size_of incompatible Agent.size_of: result: string here, u64 on the peer
-echo_count incompatible Agent.echo_count: args.n: u64 here, u32 on the peer
-watch ok "Tick(0), Tick(1), Tick(2)"
-peer_supports hostname=Ok(false) stat=Ok(true)
-"#;
+/// Shared with `vm_host.rs`, which expects the same over hybrid vsock.
+const B_TO_A: &str = include_str!("b_to_a.txt");
 
 const B_TO_B: &str = r#"version ok "B"
 hostname ok "guest"

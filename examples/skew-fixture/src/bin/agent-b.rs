@@ -176,7 +176,7 @@ async fn call(ep: &hvrpc::Endpoint) -> Result<(), String> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let r = match skew_fixture::mode() {
-        Ok(Mode::Serve(ep)) => skew_fixture::serve(&ep, AgentServer::new(B)).await,
+        Ok(Mode::Serve(ep, n)) => skew_fixture::serve(&ep, n, AgentServer::new(B)).await,
         Ok(Mode::Call(ep)) => call(&ep).await,
         Ok(Mode::Hashes) => skew_fixture::hashes::<AgentClient>().map(|h| print!("{h}")),
         Err(e) => Err(e),
