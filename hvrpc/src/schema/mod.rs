@@ -300,6 +300,8 @@ impl ServiceSchema {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod vectors;

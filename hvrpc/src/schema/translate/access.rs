@@ -153,10 +153,10 @@ impl<'de> VariantAccess<'de> for Chosen<'_, 'de> {
     ) -> Result<T::Value, TrError> {
         match self.shape {
             VariantShape::Newtype(c) => seed.deserialize(self.at.at(*c)?),
-            _ => Err(TrError(format!(
-                "variant {} is not a newtype variant",
-                self.name
-            ))),
+            // A reader that cannot know the shape (one that asks `deserialize_any`) takes any
+            // variant as a newtype of what it holds: nothing, a sequence, a map of fields.
+            // The bytes are the same.
+            shape => seed.deserialize(Body { at: self.at, shape }),
         }
     }
 
@@ -189,5 +189,40 @@ impl<'de> VariantAccess<'de> for Chosen<'_, 'de> {
                 self.name
             ))),
         }
+    }
+}
+
+/// What a unit, tuple or struct variant holds, as one value.
+struct Body<'a, 'de> {
+    at: At<'a, 'de>,
+    shape: &'a VariantShape,
+}
+
+impl<'de> de::Deserializer<'de> for Body<'_, 'de> {
+    type Error = TrError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TrError> {
+        match self.shape {
+            VariantShape::Unit => visitor.visit_unit(),
+            VariantShape::Newtype(c) => {
+                let mut at = self.at;
+                de::Deserializer::deserialize_any(at.at(*c)?, visitor)
+            }
+            VariantShape::Tuple(cs) => visitor.visit_seq(Items {
+                at: self.at,
+                nodes: ItemNodes::List(cs, 0),
+            }),
+            VariantShape::Struct(fields) => visitor.visit_map(Fields {
+                at: self.at,
+                fields,
+                i: 0,
+            }),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
     }
 }
