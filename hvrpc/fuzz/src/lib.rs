@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use hvrpc::{CallOptions, Config, Connector, Context, PeerAddr, Server, ServiceDef, Streaming};
+use hvrpc::{CallOptions, Config, Connector, Context, PeerAddr, Server, Streaming};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The preamble every hvrpc endpoint sends first.
-pub const PREAMBLE: &[u8; 8] = b"HVRPC\x01\0\0";
+pub const PREAMBLE: &[u8; 8] = b"HVRPC\x02\0\0";
 /// The handshake frame limit (`MAX_HELLO` in the runtime).
 pub const MAX_HELLO: usize = 64 * 1024;
 /// The largest frame the fuzzed peer accepts (announced in its Hello).
@@ -105,9 +105,8 @@ pub fn opening(max_frame: u32, max_calls: u32, serves: bool, wants: bool) -> Vec
     let info = |out: &mut Vec<u8>, on: bool| {
         if on {
             out.push(1);
-            varint(FuzzedClient::NAME.len() as u64, out);
-            out.extend_from_slice(FuzzedClient::NAME.as_bytes());
-            varint(FuzzedClient::FINGERPRINT, out);
+            let spec = <FuzzedClient as hvrpc::ServiceDef>::spec().expect("the fuzzed service");
+            out.extend(postcard::to_allocvec(spec.desc()).expect("a ServiceDesc encodes"));
         } else {
             out.push(0);
         }
@@ -556,7 +555,10 @@ pub mod seeds {
         s.extend(framed(&[6, 1]));
         out.push(("handshake", "server_hello_then_ping", s));
         let mut s = vec![0u8];
-        s.extend(b"HVRPC\x02\0\0");
+        s.extend(b"HVRPC\x01\0\0");
+        out.push(("handshake", "version_1", s));
+        let mut s = vec![0u8];
+        s.extend(b"HVRPC\x09\0\0");
         out.push(("handshake", "other_version", s));
         let mut s = vec![0u8];
         s.extend(b"GET / HTTP/1.1\r\n\r\n");
@@ -618,6 +620,24 @@ pub mod seeds {
         let mut s = vec![0x39u8, 0x18];
         s.extend(&r);
         out.push(("client_session", "replies_paced", s));
+
+        // schema: [mode][reader][graph and value | value]
+        // A peer's graph (a string) and a value of it.
+        out.push(("schema", "peer_graph_string", vec![0, 0, 1, 14, 0, 1, b'x']));
+        // A peer's graph: struct { a: u32, b: Option<Self> } (a recursive struct).
+        let mut g = vec![0u8, 4, 3];
+        g.extend([24, 1, b'S', 2, 1, b'a', 1, 0, 1, b'b', 2, 1]); // Struct "S" { a: 1, b: 2 }
+        g.extend([8]); // U32
+        g.extend([17, 0]); // Option(0)
+        g.push(0); // root 0
+        g.extend([5, 1, 7, 0]); // S { a: 5, b: Some(S { a: 7, b: None }) }
+        out.push(("schema", "peer_graph_recursive", g));
+        // Release 1's Event::Tick(5), read as each reader.
+        out.push(("schema", "v1_tick", vec![1, 1, 0, 5]));
+        // Release 2's Event::Note { text: "a", tags: {"k": 1} }.
+        out.push(("schema", "v2_note", vec![3, 1, 3, 1, b'a', 1, 1, b'k', 2]));
+        // Release 2's Stat { size: 300, mtime: 5, mode: 420, owner: Some("r") }, read as v1.
+        out.push(("schema", "v2_stat", vec![7, 2, 0xac, 2, 5, 0xa4, 3, 1, 1, b'r']));
         out
     }
 }
@@ -662,6 +682,7 @@ mod tests {
                     );
                 }
                 ("server_session", _) => drop(super::server_session(&bytes)),
+                ("schema", _) => {}
                 ("client_session", _) => {
                     let ok = super::client_session(&bytes);
                     eprintln!("{name}: {ok} calls succeeded");
