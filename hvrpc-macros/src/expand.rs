@@ -3,7 +3,8 @@
 //! `#![no_implicit_prelude]`, with a renamed dependency, and through re-exports.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
 use syn::{Ident, LitStr};
 
 use crate::parse::{Identity, Method, Output, ServiceDef};
@@ -13,7 +14,9 @@ pub(crate) fn expand(def: &ServiceDef) -> TokenStream {
     let server_trait = g.server_trait();
     let client = g.client();
     let server = g.server();
+    let checks = g.wire_checks();
     quote! {
+        #checks
         #server_trait
         #client
         #server
@@ -81,6 +84,35 @@ impl<'a> Generator<'a> {
             Output::Plain(t) if is_byte_string(t) => quote!(::std::vec::Vec<u8>),
             Output::Plain(t) | Output::Streaming(t) | Output::AliasedResult(t) => quote!(#t),
             Output::Result { full, .. } => quote!(#full),
+        }
+    }
+
+    /// One check per argument and result type, spanned at the type, so that a type without
+    /// serde's traits is reported there, saying what to derive (rustc's own errors about the
+    /// generated code follow it).
+    fn wire_checks(&self) -> TokenStream {
+        let rt = &self.rt;
+        let mut tys: Vec<&syn::Type> = Vec::new();
+        for m in &self.def.methods {
+            tys.extend(m.args.iter().map(|(_, t)| t));
+            match &m.output {
+                Output::Plain(t) | Output::Streaming(t) | Output::AliasedResult(t) => tys.push(t),
+                Output::Result { ok, err, .. } => {
+                    tys.push(ok);
+                    tys.push(err);
+                }
+            }
+        }
+        let checks = tys
+            .iter()
+            .map(|t| quote_spanned!(t.span()=> #rt::wire_type::<#t>();));
+        quote! {
+            const _: () = {
+                #[allow(dead_code)]
+                fn __hvrpc_wire_types() {
+                    #(#checks)*
+                }
+            };
         }
     }
 

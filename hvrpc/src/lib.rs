@@ -210,6 +210,19 @@ pub mod __private {
         })
     }
 
+    /// What every argument, result and stream item is: serde both ways.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot travel in an hvrpc call: it needs serde's `Serialize` and `Deserialize`",
+        label = "an argument or result type without serde's traits",
+        note = "derive them on it: `#[derive(serde::Serialize, serde::Deserialize)]`"
+    )]
+    pub trait WireType: serde::Serialize + serde::de::DeserializeOwned {}
+    #[diagnostic::do_not_recommend]
+    impl<T: serde::Serialize + serde::de::DeserializeOwned> WireType for T {}
+
+    /// Checks, where the macro calls it, that `T` can travel.
+    pub fn wire_type<T: WireType>() {}
+
     /// The two parts of a `Result` named through an alias (`#[hvrpc(result)]`).
     pub trait ResultParts {
         /// The success type.
