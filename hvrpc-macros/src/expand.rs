@@ -452,6 +452,17 @@ impl<'a> Generator<'a> {
                     }
                 }
             },
+            Output::Streaming(t) if let Some((ok, err)) = stream_result(t) => quote! {
+                #docs
+                #vis async fn #ident(&self, #(#params),*)
+                    -> ::core::result::Result<#rt::TypedStreaming<#ok, #err>, #rt::Error<#err>>
+                {
+                    #rt::call_streaming::<Self, _, #t>(&self.channel, #index, &#args_tuple, #tail, &self.options)
+                        .await
+                        .map(#rt::TypedStreaming::new)
+                        .map_err(#rt::Error::with_application)
+                }
+            },
             Output::Streaming(t) => quote! {
                 #docs
                 #vis async fn #ident(&self, #(#params),*)
@@ -529,6 +540,9 @@ impl<'a> Generator<'a> {
             let body = match &m.output {
                 Output::Plain(t) if is_byte_string(t) => {
                     quote!(<#t as #rt::ByteString>::into_bytes(#call))
+                }
+                Output::Streaming(t) if stream_result(t).is_some() => {
+                    quote!(#rt::end_at_error(#call))
                 }
                 _ => call,
             };
@@ -634,6 +648,15 @@ impl<'a> Generator<'a> {
                 }
             }
         }
+    }
+}
+
+/// `(T, E)` of a stream item `Result<T, E>`: the method's own error travels typed and ends
+/// the stream.
+fn stream_result(item: &syn::Type) -> Option<(&syn::Type, &syn::Type)> {
+    match crate::parse::last_segment_args(item, "Result")?.as_slice() {
+        [ok, err] => Some((ok, err)),
+        _ => None,
     }
 }
 

@@ -373,7 +373,7 @@ pub(crate) fn doc_text(attrs: &[Attribute]) -> String {
 }
 
 /// The generic arguments of `ty`'s last path segment if it is named `name`.
-fn last_segment_args<'a>(ty: &'a Type, name: &str) -> Option<Vec<&'a Type>> {
+pub(crate) fn last_segment_args<'a>(ty: &'a Type, name: &str) -> Option<Vec<&'a Type>> {
     let Type::Path(tp) = ty else { return None };
     if tp.qself.is_some() {
         return None;

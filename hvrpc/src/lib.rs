@@ -97,7 +97,7 @@ pub use error::{Error, ErrorCode};
 pub use protocol::{MethodDesc, PROTOCOL_VERSION, ServiceDesc};
 pub use server::Server;
 pub use service::{Client, Context, Service, ServiceDef};
-pub use streaming::{StreamClosed, StreamSender, Streaming};
+pub use streaming::{StreamClosed, StreamSender, Streaming, TypedStreaming};
 
 /// Defines a service: `#[hvrpc::service(port = 0x4856)] pub trait GuestInfo { … }`.
 ///
@@ -115,8 +115,10 @@ pub use streaming::{StreamClosed, StreamSender, Streaming};
 /// # Methods
 ///
 /// Every item is an `async fn` without `self`, generics or patterns; arguments are owned
-/// serde types. A method may return `T`, `Result<T, E>` (the error travels typed) or
-/// `hvrpc::Streaming<T>` (server streaming). Method order is part of the wire format.
+/// serde types. A method may return `T`, `Result<T, E>` (the error travels typed),
+/// `hvrpc::Streaming<T>` (server streaming) or `hvrpc::Streaming<Result<T, E>>` (a stream that
+/// may end with the method's own error). Methods are matched by name between the two sides:
+/// their order does not matter (see *Evolving a service*).
 ///
 /// Byte strings: arguments and results declared `Vec<u8>` or [`Bytes`] are encoded in one
 /// piece (not byte by byte); declared as the *last* argument or as the result they are written
@@ -140,7 +142,9 @@ pub use streaming::{StreamClosed, StreamSender, Streaming};
 /// * `GuestInfoServer<HvrpcImpl>`: wraps an implementation for [`Server::add_service`] (or
 ///   [`Connector::serve`]).
 /// * `GuestInfoClient`: one async method per RPC returning `Result<T, hvrpc::Error>`
-///   (`Result<T, hvrpc::Error<E>>` for methods with their own error type `E`), plus `connect`,
+///   (`Result<T, hvrpc::Error<E>>` for methods with their own error type `E`; a stream of
+///   `Result<T, E>` items arrives as a [`TypedStreaming`] whose error item is typed and ends
+///   the stream), plus `connect`,
 ///   `connect_with`, `connect_parent`, `new`, `with_timeout`, `with_options`, `channel`, and
 ///   `peer_supports("method")`, which says whether the connected peer serves that method in
 ///   a form this side can call (see *Evolving a service* below).
@@ -188,7 +192,7 @@ pub mod __private {
         MethodDef, MethodKind, Reading, ServiceSpec, SpecCell, retranslate, trace_method,
     };
     pub use crate::service::{Body, Client, Context, Handler, Service, ServiceDef};
-    pub use crate::streaming::Streaming;
+    pub use crate::streaming::{Streaming, TypedStreaming, end_at_error};
     pub use crate::wire_bytes::{AsBytes, ByteSlice, ByteString};
     pub use bytes::Bytes;
     pub use hvrpc_transport::{Endpoint, ServiceId};

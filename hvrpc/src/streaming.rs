@@ -163,3 +163,74 @@ impl<T: DeserializeOwned> Stream for Streaming<T> {
         }
     }
 }
+
+/// The items of a server-streaming method whose items are `Result<T, E>`
+/// (`-> hvrpc::Streaming<Result<T, E>>`), as the caller reads them: a `Stream` of
+/// `Result<T, hvrpc::Error<E>>`, where the method's own error arrives typed as
+/// [`Error::Application`] and **ends the stream** (a server stops after sending one). A
+/// runtime failure (the connection lost, a deadline) ends it too. Dropping it cancels the call.
+pub struct TypedStreaming<T, E> {
+    inner: Option<Streaming<Result<T, E>>>,
+}
+
+impl<T, E> fmt::Debug for TypedStreaming<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Some(s) => write!(f, "TypedStreaming({s:?})"),
+            None => f.write_str("TypedStreaming(ended)"),
+        }
+    }
+}
+
+impl<T, E> TypedStreaming<T, E> {
+    /// Reads `stream`'s `Result` items as typed outcomes.
+    pub fn new(stream: Streaming<Result<T, E>>) -> Self {
+        Self {
+            inner: Some(stream),
+        }
+    }
+}
+
+impl<T: DeserializeOwned, E: DeserializeOwned> Stream for TypedStreaming<T, E> {
+    type Item = Result<T, Error<E>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let item = match ready!(inner.poll_next_unpin(cx)) {
+            None => None,
+            Some(Ok(Ok(v))) => return Poll::Ready(Some(Ok(v))),
+            Some(Ok(Err(e))) => Some(Err(Error::Application(e))),
+            Some(Err(e)) => Some(Err(e.with_application())),
+        };
+        // The end, typed or not: nothing more is read (dropping the call cancels whatever the
+        // peer still had in flight).
+        self.inner = None;
+        Poll::Ready(item)
+    }
+}
+
+/// A server's stream of `Result` items, ended after its first `Err` (which is sent): what the
+/// generated server does with a method `-> Streaming<Result<T, E>>`. Not a public API.
+#[doc(hidden)]
+pub fn end_at_error<T: Send + 'static, E: Send + 'static>(
+    stream: Streaming<Result<T, E>>,
+) -> Streaming<Result<T, E>> {
+    let Inner::Local(s) = stream.inner else {
+        // A stream received from a peer, served on: it ends as the peer ends it.
+        return stream;
+    };
+    // Nothing is pulled from the handler's stream after its error.
+    let mut s = Some(s);
+    Streaming::try_new(futures_util::stream::poll_fn(move |cx| {
+        let Some(inner) = s.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let item = ready!(inner.poll_next_unpin(cx));
+        if !matches!(item, Some(Ok(Ok(_)))) {
+            s = None;
+        }
+        Poll::Ready(item)
+    }))
+}

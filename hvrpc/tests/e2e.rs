@@ -47,6 +47,8 @@ pub trait Calc {
     async fn boom_later() -> String;
     /// Counts from 0 to n-1.
     async fn count(n: u32) -> hvrpc::Streaming<u32>;
+    /// Counts up to `n`, failing with the method's own error at `fail_at`.
+    async fn count_checked(n: u32, fail_at: u32) -> hvrpc::Streaming<Result<u32, MathError>>;
     /// Who is calling.
     async fn whoami() -> String;
 }
@@ -133,6 +135,23 @@ impl Calc for CalcImpl {
         Streaming::new(futures_util::stream::iter(0..n).map(move |i| {
             stats.produced.fetch_add(1, Ordering::SeqCst);
             i
+        }))
+    }
+
+    async fn count_checked(
+        &self,
+        _ctx: Context,
+        n: u32,
+        fail_at: u32,
+    ) -> Streaming<Result<u32, MathError>> {
+        let stats = Arc::clone(&self.stats);
+        Streaming::new(futures_util::stream::iter(0..n).map(move |i| {
+            stats.produced.fetch_add(1, Ordering::SeqCst);
+            if i == fail_at {
+                Err(MathError::DivideByZero)
+            } else {
+                Ok(i)
+            }
         }))
     }
 
@@ -267,6 +286,41 @@ async fn server_streaming() {
         .collect()
         .await;
     assert_eq!(items, (0..100).collect::<Vec<_>>());
+}
+
+/// A stream of `Result` items ends at the method's own error, which arrives typed; the server
+/// pulls nothing after it.
+#[tokio::test]
+async fn server_stream_ends_with_a_typed_error() {
+    let (ep, stats, _dir) = unix_server(Config::server()).await;
+    let c = CalcClient::connect(&ep).await.unwrap();
+    let items: Vec<Result<u32, Error<MathError>>> =
+        c.count_checked(100, 3).await.unwrap().collect().await;
+    assert_eq!(items.len(), 4, "{items:?}");
+    assert_eq!(
+        items[..3]
+            .iter()
+            .map(|r| *r.as_ref().unwrap())
+            .collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert!(
+        matches!(&items[3], Err(Error::Application(MathError::DivideByZero))),
+        "{:?}",
+        items[3]
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        stats.produced.load(Ordering::SeqCst),
+        4,
+        "nothing pulled after the error"
+    );
+    // Without an error, every item and then the end.
+    let items: Vec<_> = c.count_checked(5, 99).await.unwrap().collect().await;
+    assert_eq!(
+        items.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
 }
 
 #[tokio::test]
