@@ -191,9 +191,30 @@ impl Graph {
                     "schema node {i} refers to a node that does not exist"
                 ));
             }
+            // Fields and variants are matched by name: serde never repeats one.
+            let repeated = match node {
+                Node::Struct { fields, .. } => repeats(fields.iter().map(|f| &f.name)),
+                Node::Enum { variants, .. } => {
+                    repeats(variants.iter().map(|v| &v.name))
+                        || variants.iter().any(|v| match &v.shape {
+                            VariantShape::Struct(fs) => repeats(fs.iter().map(|f| &f.name)),
+                            _ => false,
+                        })
+                }
+                _ => false,
+            };
+            if repeated {
+                return Err(format!("schema node {i} repeats a field or variant name"));
+            }
         }
         Ok(())
     }
+}
+
+/// Whether a name occurs twice.
+fn repeats<'a>(names: impl Iterator<Item = &'a String>) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    names.into_iter().any(|n| !seen.insert(n))
 }
 
 /// How a method exchanges values.

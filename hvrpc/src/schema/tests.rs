@@ -636,3 +636,34 @@ fn integers_widen_and_do_not_narrow() {
     // Signedness is a change, whatever the width.
     assert!(check::<u32, i64>().is_err());
 }
+
+#[test]
+fn repeated_field_or_variant_names_are_malformed() {
+    let field = |name: &str| super::Field {
+        name: name.into(),
+        node: 0,
+        optional: false,
+    };
+    let twice = Graph {
+        nodes: vec![
+            Node::U8,
+            Node::Struct {
+                name: "S".into(),
+                fields: vec![field("a"), field("a")],
+            },
+        ],
+    };
+    assert!(twice.validate().unwrap_err().contains("repeats"));
+    let variants = Graph {
+        nodes: vec![Node::Enum {
+            name: "E".into(),
+            variants: ["A", "A"]
+                .map(|n| super::Variant {
+                    name: n.into(),
+                    shape: VariantShape::Unit,
+                })
+                .to_vec(),
+        }],
+    };
+    assert!(variants.validate().unwrap_err().contains("repeats"));
+}
