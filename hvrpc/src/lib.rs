@@ -79,6 +79,8 @@ mod connector;
 pub mod discover;
 mod engine;
 mod error;
+#[cfg(feature = "json")]
+pub mod json;
 mod link;
 mod protocol;
 pub mod schema;

@@ -8,8 +8,12 @@
 //! * odd: a real writer type's traced graph (one of several releases of the same types), a
 //!   reader type, and arbitrary value bytes. A value the check passes either translates or
 //!   fails with an error; a value the writer itself wrote translates.
+//!
+//! In both modes the value is also turned into JSON through the writer's schema
+//! (`hvrpc::json`); JSON that comes out goes back in, and out again unchanged.
 #![no_main]
 
+use hvrpc::json::{Limits, from_json, to_json};
 use hvrpc::schema::Graph;
 use hvrpc::schema::fuzz::{check, hash, trace, translate};
 use serde::{Deserialize, Serialize};
@@ -71,7 +75,19 @@ where
     Some(translate::<R>(value, graph, root))
 }
 
+/// JSON out, in, and out again: the same JSON.
+fn json_round_trip(graph: &Graph, root: u32, value: &[u8]) {
+    let limits = Limits::default();
+    let Ok(j) = to_json(value, graph, root, "", limits) else {
+        return;
+    };
+    let bytes = from_json(&j, graph, root, "", limits).expect("JSON that came out goes back in");
+    let again = to_json(&bytes, graph, root, "", limits).expect("and out again");
+    assert_eq!(j, again);
+}
+
 fn any_reader(which: u8, graph: &Graph, root: u32, value: &[u8]) {
+    json_round_trip(graph, root, value);
     match which % 5 {
         0 => drop(read_as::<v1::Event>(graph, root, value)),
         1 => drop(read_as::<v2::Event>(graph, root, value)),
