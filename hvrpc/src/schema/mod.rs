@@ -321,6 +321,8 @@ impl ServiceSchema {
 }
 
 #[cfg(test)]
+mod edges;
+#[cfg(test)]
 mod props;
 #[cfg(test)]
 mod tests;
