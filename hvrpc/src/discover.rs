@@ -49,6 +49,7 @@ pub async fn find<C: Client>(
                         .peer_services()
                         .iter()
                         .map(|s| s.name.as_str())
+                        .filter(|n| !n.starts_with("hvrpc."))
                         .collect();
                     return Err(Error::Unimplemented(
                         format!(

@@ -83,6 +83,7 @@ mod error;
 pub mod json;
 mod link;
 mod protocol;
+pub mod reflection;
 pub mod schema;
 mod server;
 mod service;
@@ -99,7 +100,7 @@ pub use error::{Error, ErrorCode};
 pub use protocol::{MethodDesc, PROTOCOL_VERSION, ServiceDesc};
 pub use server::Server;
 pub use service::{Client, Context, Service, ServiceDef};
-pub use streaming::{StreamClosed, StreamSender, Streaming, TypedStreaming};
+pub use streaming::{RawStreaming, StreamClosed, StreamSender, Streaming, TypedStreaming};
 
 /// Defines a service: `#[hvrpc::service(port = 0x4856)] pub trait GuestInfo { … }`.
 ///

@@ -17,6 +17,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::connection::{Connection, HandshakeParams, Services};
 use crate::error::Error;
+use crate::reflection::{Reflect, ReflectionServer};
 use crate::service::Service;
 
 type Authorize = Arc<dyn Fn(&PeerAddr) -> bool + Send + Sync>;
@@ -38,6 +39,7 @@ pub struct Server {
     config: Config,
     authorize: Option<Authorize>,
     on_connection: Option<OnConnection>,
+    reflection: bool,
 }
 
 impl fmt::Debug for Server {
@@ -63,6 +65,7 @@ impl Server {
             config: Config::server(),
             authorize: None,
             on_connection: None,
+            reflection: true,
         }
     }
 
@@ -93,10 +96,28 @@ impl Server {
         self
     }
 
+    /// Whether peers may fetch the full schemas of the services (`hvrpc.Reflection`, which
+    /// `hvrpc describe` and `hvrpc call` use); on by default. Off, the reflection service
+    /// still answers, with [`ReflectionError::Disabled`](crate::reflection::ReflectionError).
+    /// The handshake's method names and hashes are sent either way.
+    pub fn reflection(mut self, on: bool) -> Self {
+        self.reflection = on;
+        self
+    }
+
     fn params(&self) -> HandshakeParams {
+        let mut services = self.services.clone();
+        let specs = self.reflection.then(|| {
+            services
+                .specs()
+                .iter()
+                .filter_map(|s| s.clone().ok())
+                .collect()
+        });
+        services.push(Arc::new(ReflectionServer::new(Reflect { specs })));
         HandshakeParams {
             config: Arc::new(self.config.clone()),
-            services: Arc::new(self.services.clone()),
+            services: Arc::new(services),
             wants: Vec::new(),
         }
     }

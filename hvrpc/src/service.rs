@@ -165,6 +165,21 @@ impl Body {
         Ok(body)
     }
 
+    /// Bytes that are already the encoded value (a tool's raw call), not copied if long.
+    pub(crate) fn raw(bytes: Bytes) -> Body {
+        let inline = bytes.len() <= protocol::INLINE_TAIL;
+        let mut buf = BytesMut::with_capacity(HEADROOM + if inline { bytes.len() } else { 0 });
+        buf.resize(HEADROOM, 0);
+        if inline {
+            buf.extend_from_slice(&bytes);
+            return Body {
+                buf,
+                tail: Bytes::new(),
+            };
+        }
+        Body { buf, tail: bytes }
+    }
+
     /// A byte string as the value, encoded exactly like `&[u8]` but without copying `bytes`.
     pub fn from_bytes(bytes: Bytes) -> Body {
         let inline = bytes.len() <= protocol::INLINE_TAIL;

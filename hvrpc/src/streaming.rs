@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -92,6 +93,57 @@ impl<T: Send + 'static> Streaming<T> {
     }
 }
 
+impl<T> Remote<T> {
+    /// The next item's bytes, granting credit as items are taken.
+    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+        let item = ready!(self.call.poll_item(cx));
+        if let Some(Ok(_)) = item {
+            self.consumed += 1;
+            // Grant more once half the window is used, so the producer never stalls on a
+            // consumer that keeps up.
+            if self.consumed >= (self.window / 2).max(1) {
+                self.call.grant(self.consumed);
+                self.consumed = 0;
+            }
+        }
+        Poll::Ready(item)
+    }
+}
+
+/// The items of a server stream as their postcard bytes, for tools without the Rust types
+/// ([`Connection::stream_raw`](crate::Connection::stream_raw)). Dropping it cancels the call.
+pub struct RawStreaming {
+    remote: Remote<()>,
+}
+
+impl fmt::Debug for RawStreaming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawStreaming(call {})", self.remote.call.id)
+    }
+}
+
+impl RawStreaming {
+    pub(crate) fn new(call: CallHandle, window: u32) -> Self {
+        Self {
+            remote: Remote {
+                call,
+                window,
+                consumed: 0,
+                reading: None,
+                _item: PhantomData,
+            },
+        }
+    }
+}
+
+impl Stream for RawStreaming {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.remote.poll_raw(cx)
+    }
+}
+
 /// The sending side of [`Streaming::channel`].
 #[derive(Debug)]
 pub struct StreamSender<T> {
@@ -137,27 +189,17 @@ impl<T: DeserializeOwned> Stream for Streaming<T> {
             Inner::Local(s) => return s.poll_next_unpin(cx),
             Inner::Remote(r) => r,
         };
-        match ready!(r.call.poll_item(cx)) {
-            Some(Ok(bytes)) => {
-                r.consumed += 1;
-                // Grant more once half the window is used, so the producer never stalls on a
-                // consumer that keeps up.
-                if r.consumed >= (r.window / 2).max(1) {
-                    r.call.grant(r.consumed);
-                    r.consumed = 0;
-                }
-                Poll::Ready(Some(match &r.reading {
-                    None => protocol::decode_exact(&bytes).map_err(|e| {
-                        Error::Protocol(format!("cannot decode a stream item: {e}").into())
-                    }),
-                    Some(reading) => reading.decode(&bytes).map_err(|e| {
-                        Error::Incompatible(
-                            format!("cannot read a stream item (another release's shape): {e}")
-                                .into(),
-                        )
-                    }),
-                }))
-            }
+        match ready!(r.poll_raw(cx)) {
+            Some(Ok(bytes)) => Poll::Ready(Some(match &r.reading {
+                None => protocol::decode_exact(&bytes).map_err(|e| {
+                    Error::Protocol(format!("cannot decode a stream item: {e}").into())
+                }),
+                Some(reading) => reading.decode(&bytes).map_err(|e| {
+                    Error::Incompatible(
+                        format!("cannot read a stream item (another release's shape): {e}").into(),
+                    )
+                }),
+            })),
             Some(Err(e)) => Poll::Ready(Some(Err(e))),
             None => Poll::Ready(None),
         }

@@ -1,5 +1,7 @@
-//! `hvrpc`: service GUIDs and vsock ports, Hyper-V service registration, handshake pings, and
-//! VM discovery.
+//! `hvrpc`: service GUIDs and vsock ports, Hyper-V service registration, handshake pings, VM
+//! discovery, and `describe`/`call` of any hvrpc server's methods in JSON.
+
+mod dynamic;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -85,6 +87,42 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Show what a server offers: its services, each method's signature, and the types they
+    /// use (from the server's reflection).
+    Describe {
+        /// The endpoint (every form the library takes: hvsock://, vsock://, parent://,
+        /// hybrid-vsock://, unix://, tcp://).
+        endpoint: Endpoint,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+        /// Print the schemas as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call a method with JSON arguments and print its result as JSON (a stream: one line per
+    /// item, until it ends or Ctrl-C, which cancels it on the server).
+    ///
+    /// Exit status: 0 done; 3 the method's own error (its JSON on stderr); 4 connecting or the
+    /// connection failed; 5 the deadline passed; 6 the arguments do not fit the method (or the
+    /// result could not be read); 7 no such method, or the server failed the call; 130
+    /// interrupted.
+    #[command(verbatim_doc_comment)]
+    Call {
+        /// The endpoint, as for describe.
+        endpoint: Endpoint,
+        /// `Service.method`.
+        method: String,
+        /// The arguments: a JSON object by name (`{"path": "/etc"}`), an array by position,
+        /// or `-` to read them from stdin. None for a method without arguments.
+        args: Option<String>,
+        /// The call's deadline, and the limit for connecting, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        /// Print the result on one line.
+        #[arg(long)]
+        compact: bool,
     },
     /// List VMs: running compute systems on a Windows host (needs administrator rights), or
     /// VMM hybrid-vsock sockets matching --hybrid on a Linux/KVM host.
@@ -225,6 +263,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
+        Command::Describe { .. } | Command::Call { .. } => {
+            // main runs these itself, for their exit statuses.
+        }
         Command::Vms {
             hybrid,
             resolve,
@@ -285,9 +326,82 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `describe` and `call`, with their own exit statuses.
+async fn dynamic(command: Command) -> Result<(), dynamic::CallFailure> {
+    match command {
+        Command::Describe {
+            endpoint,
+            timeout_ms,
+            json,
+        } => {
+            let timeout = Duration::from_millis(timeout_ms);
+            let conn = dynamic::connect(&endpoint, timeout).await?;
+            let schemas = dynamic::schemas(&endpoint, &conn).await?;
+            if json {
+                let v = serde_json::to_value(&schemas).unwrap_or_default();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", dynamic::describe_text(&schemas));
+            }
+            Ok(())
+        }
+        Command::Call {
+            endpoint,
+            method,
+            args,
+            timeout_ms,
+            compact,
+        } => {
+            let text = match args.as_deref() {
+                Some("-") => {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| {
+                        dynamic::CallFailure {
+                            code: 1,
+                            message: format!("reading the arguments from stdin: {e}"),
+                        }
+                    })?;
+                    Some(s)
+                }
+                other => other.map(str::to_owned),
+            };
+            let args = match text {
+                None => None,
+                Some(t) => Some(serde_json::from_str(&t).map_err(|e| dynamic::CallFailure {
+                    code: dynamic::exit::CODEC,
+                    message: format!("the arguments are not JSON: {e}"),
+                })?),
+            };
+            dynamic::call(
+                &endpoint,
+                &method,
+                args,
+                Duration::from_millis(timeout_ms),
+                compact,
+            )
+            .await
+        }
+        _ => Ok(()),
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Describe { .. } | Command::Call { .. }) {
+        return match dynamic(cli.command).await {
+            Ok(()) => ExitCode::SUCCESS,
+            // The reader of the output went away: nothing more to say.
+            Err(f) if f.code == 0 => ExitCode::SUCCESS,
+            Err(f) => {
+                if !f.message.is_empty() {
+                    eprintln!("hvrpc: {}", f.message);
+                }
+                ExitCode::from(f.code)
+            }
+        };
+    }
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(e)) => {
             eprintln!("hvrpc: {e}");

@@ -156,3 +156,198 @@ mod live {
         );
     }
 }
+
+/// Serves the guest-info agent (the library's implementation) on a Unix socket in this process.
+async fn agent(dir: &tempfile::TempDir, server: hvrpc::Server) -> String {
+    let ep: hvrpc::Endpoint = format!("unix://{}", dir.path().join("agent.sock").display())
+        .parse()
+        .unwrap();
+    let listener = hvrpc::transport::Listener::bind(&ep).await.unwrap();
+    tokio::spawn(server.serve_with_shutdown(listener, std::future::pending()));
+    ep.to_string()
+}
+
+async fn hvrpc_async(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// The JSON's shape: keys and kinds of values, recursively (for values that change between
+/// two calls, like free memory). IP addresses are left out: serde writes them as text for
+/// human-readable formats (serde_json) and as an enum of octets for postcard, which is what
+/// `hvrpc call` shows (hvrpc::json's documented caveat).
+fn shape(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let s = if k == "addr" { Value::Null } else { shape(v) };
+                    (k.clone(), s)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
+        Value::Number(_) => Value::String("number".into()),
+        Value::String(_) => Value::String("string".into()),
+        other => other.clone(),
+    }
+}
+
+/// `hvrpc call` of every guest-info method prints what the typed client gets, as serde_json
+/// writes it: exactly for the values that do not change between calls, by shape for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_every_guest_info_method_as_the_typed_client_sees_it() {
+    use guest_info::GuestInfoClient;
+    let dir = tempfile::tempdir().unwrap();
+    let ep = agent(
+        &dir,
+        hvrpc::Server::new().add_service(guest_info::GuestInfoServer::new(guest_info::Agent)),
+    )
+    .await;
+    let client = GuestInfoClient::connect(&ep.parse().unwrap())
+        .await
+        .unwrap();
+    let call = |m: &str| hvrpc_async(vec!["call".into(), ep.clone(), format!("GuestInfo.{m}")]);
+    macro_rules! compare {
+        ($m:ident, $exact:expr) => {{
+            let o = call(stringify!($m)).await;
+            assert!(o.status.success(), "{}: {}", stringify!($m), stderr(&o));
+            let got: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+            let typed = serde_json::to_value(client.$m().await.unwrap()).unwrap();
+            if $exact {
+                assert_eq!(got, typed, "{}", stringify!($m));
+            } else {
+                assert_eq!(shape(&got), shape(&typed), "{}", stringify!($m));
+            }
+        }};
+    }
+    compare!(agent_info, true);
+    compare!(os_info, true);
+    compare!(hostname, true);
+    compare!(users, true);
+    compare!(time, false);
+    compare!(load, false);
+    compare!(memory, false);
+    compare!(network_interfaces, false);
+    compare!(filesystems, false);
+    // A stream: one JSON line per item, as many as asked for.
+    let o = tokio::task::spawn_blocking({
+        let ep = ep.clone();
+        move || {
+            let mut child = Command::new(BIN)
+                .args(["call", &ep, "GuestInfo.watch", r#"{"interval_ms": 100}"#])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = Vec::new();
+            let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+            for _ in 0..3 {
+                let mut line = String::new();
+                std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+                lines.push(line);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            lines
+        }
+    })
+    .await
+    .unwrap();
+    let typed = serde_json::to_value(
+        futures_util::StreamExt::next(&mut client.watch(100).await.unwrap())
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    for line in o {
+        let item: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(shape(&item), shape(&typed), "{line}");
+    }
+}
+
+/// A bad argument names its JSON path; a missing method lists the real ones; an unreachable
+/// endpoint is a transport error; each with its own exit status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_errors_have_their_own_exit_status_and_say_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep = agent(
+        &dir,
+        hvrpc::Server::new().add_service(guest_info::GuestInfoServer::new(guest_info::Agent)),
+    )
+    .await;
+    let o = hvrpc_async(vec![
+        "call".into(),
+        ep.clone(),
+        "GuestInfo.watch".into(),
+        r#"{"interval_ms": "fast"}"#.into(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(".args.interval_ms: expected u32, got \"fast\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = hvrpc_async(vec!["call".into(), ep.clone(), "GuestInfo.nope".into()]).await;
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("it has: agent_info, os_info"),
+        "{}",
+        stderr(&o)
+    );
+    let nobody = format!("unix://{}", dir.path().join("nobody.sock").display());
+    let o = hvrpc_async(vec![
+        "call".into(),
+        nobody.clone(),
+        "GuestInfo.hostname".into(),
+        "--timeout-ms".into(),
+        "500".into(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&nobody), "{}", stderr(&o));
+}
+
+/// describe renders signatures and types; with reflection off, the server says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_and_reflection_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep = agent(
+        &dir,
+        hvrpc::Server::new().add_service(guest_info::GuestInfoServer::new(guest_info::Agent)),
+    )
+    .await;
+    let o = hvrpc_async(vec!["describe".into(), ep.clone()]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for want in [
+        "service GuestInfo",
+        "  /// The host name.\n  fn hostname() -> Result<String, InfoError>",
+        "  fn watch(interval_ms: u32) -> Streaming<Sample>",
+        "  enum InfoError { Unsupported(String), Failed(String) }",
+        "service hvrpc.Reflection",
+    ] {
+        assert!(text.contains(want), "lacks {want:?}:\n{text}");
+    }
+    let o = hvrpc_async(vec!["describe".into(), ep.clone(), "--json".into()]).await;
+    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(json[0]["name"], "GuestInfo");
+    let dir2 = tempfile::tempdir().unwrap();
+    let closed = agent(
+        &dir2,
+        hvrpc::Server::new()
+            .add_service(guest_info::GuestInfoServer::new(guest_info::Agent))
+            .reflection(false),
+    )
+    .await;
+    let o = hvrpc_async(vec!["describe".into(), closed]).await;
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("reflection is turned off on this server"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -27,9 +27,10 @@ use crate::engine::{Core, CoreConfig, Limits};
 use crate::error::Error;
 use crate::link::{CallHandle, Handle, Shared};
 use crate::protocol::{Header, Hello, ServiceDesc};
-use crate::schema::{Reading, ServiceSpec};
+use crate::schema::{MethodKind, Reading, ServiceSpec};
 use crate::service::{Body, Service, ServiceDef};
 use crate::skew::{self, Route, Routes};
+use crate::streaming::RawStreaming;
 
 /// The services a side offers, in the order announced (requests address them by index).
 #[derive(Clone, Default)]
@@ -226,6 +227,78 @@ impl Connection {
         self.route(S::NAME, index, S::spec).is_ok()
     }
 
+    /// The peer's numbers of `service.method`, which must be of `kind`.
+    fn peer_method(
+        &self,
+        service: &str,
+        method: &str,
+        kind: MethodKind,
+    ) -> Result<(u32, u32), Error> {
+        let services = self.peer_services();
+        let Some((si, desc)) = services.iter().enumerate().find(|(_, s)| s.name == service) else {
+            let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::Unimplemented(
+                format!(
+                    "the peer does not serve {service} (it serves: {})",
+                    names.join(", ")
+                )
+                .into(),
+            ));
+        };
+        let Some((mi, m)) = desc.method(method) else {
+            let names: Vec<&str> = desc.methods.iter().map(|m| m.name.as_str()).collect();
+            return Err(Error::Unimplemented(
+                format!(
+                    "{service} has no method {method} (it has: {})",
+                    names.join(", ")
+                )
+                .into(),
+            ));
+        };
+        if m.kind != kind.code() {
+            let theirs =
+                MethodKind::from_code(m.kind).map_or("a method of another kind", |k| k.describe());
+            return Err(Error::Incompatible(
+                format!("{service}.{method} is {theirs}, not {}", kind.describe()).into(),
+            ));
+        }
+        Ok((u32::try_from(si).unwrap_or(u32::MAX), mi))
+    }
+
+    /// Calls the peer's unary method `service.method` by name with `args`, the postcard
+    /// encoding of the tuple of its arguments, and returns the postcard encoding of its result.
+    /// For tools without the Rust types (`hvrpc call`): with the schemas from
+    /// [`crate::reflection`] and the `json` feature's [`crate::json`] they read and write any
+    /// method. Nothing is checked or translated: the bytes must be in the peer's shape.
+    pub async fn call_raw(
+        &self,
+        service: &str,
+        method: &str,
+        args: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, Error> {
+        let (si, mi) = self.peer_method(service, method, MethodKind::Unary)?;
+        let timeout = timeout.or(self.default_deadline());
+        let mut call = self.start_body(si, mi, Body::raw(args), timeout, None)?;
+        std::future::poll_fn(|cx| call.poll_unary(cx)).await
+    }
+
+    /// Starts the peer's server-streaming method `service.method` by name, like
+    /// [`call_raw`](Self::call_raw); the items arrive as their postcard bytes, with the same
+    /// flow control as typed streams. Dropping the stream cancels the call.
+    pub fn stream_raw(
+        &self,
+        service: &str,
+        method: &str,
+        args: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<RawStreaming, Error> {
+        let (si, mi) = self.peer_method(service, method, MethodKind::ServerStream)?;
+        let window = self.stream_window();
+        let call = self.start_body(si, mi, Body::raw(args), timeout, Some(window))?;
+        Ok(RawStreaming::new(call, window))
+    }
+
     /// The implementation the peer announced, e.g. `hvrpc/0.1.0`.
     pub fn peer_agent(&self) -> &str {
         &self.inner.peer_hello.agent
@@ -347,6 +420,18 @@ impl Connection {
         window: Option<u32>,
     ) -> Result<CallHandle, Error> {
         let body = Body::encode_args(args, tail)?;
+        self.start_body(service, method, body, timeout, window)
+    }
+
+    /// Starts a call whose arguments are encoded already.
+    fn start_body(
+        &self,
+        service: u32,
+        method: u32,
+        body: Body,
+        timeout: Option<Duration>,
+        window: Option<u32>,
+    ) -> Result<CallHandle, Error> {
         // Far-future deadlines (beyond what `Instant` holds) are no deadline.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let timeout_ms = timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));

@@ -22,6 +22,11 @@
 //! | struct | an object by field name (reading: any order; unknown fields refused; a missing `Option` field is `None`) |
 //! | enum | a unit variant as its name (`"File"`), any other as `{"Name": value}` (newtype: the value; tuple: an array; struct: an object) |
 //!
+//! Types whose serde implementations depend on the format (`is_human_readable`) appear in
+//! their compact form, the one postcard carries: `IpAddr` as `{"V4": [10, 0, 0, 1]}` where
+//! serde_json would write `"10.0.0.1"`, `SocketAddr`, `Duration` as `{"secs": …, "nanos": …}`
+//! (that one is the same), and other crates' types likewise (UUIDs as bytes, for instance).
+//!
 //! Both directions check [`Limits`] (nesting, elements, total size) and never panic on any
 //! input; a mismatch names the JSON path (`.args.interval_ms: expected u32, got "fast"`).
 

@@ -117,7 +117,13 @@ pub(crate) fn peer_schemas(list: Vec<ServiceSchema>) -> PeerSchemas {
 
 /// What the peer serves, for messages.
 fn served_list(peer: &Hello) -> String {
-    let names: Vec<&str> = peer.services.iter().map(|s| s.name.as_str()).collect();
+    // hvrpc's own services (reflection) go without saying.
+    let names: Vec<&str> = peer
+        .services
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| !n.starts_with("hvrpc."))
+        .collect();
     if names.is_empty() {
         "nothing".to_owned()
     } else {

@@ -26,8 +26,11 @@ struct Args {
     #[arg(long)]
     dial: Option<Endpoint>,
     /// Exit once the first connection to the listener has closed (for demos and tests).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "connections")]
     once: bool,
+    /// Exit once this many connections to the listener have closed (for demos and tests).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    connections: Option<u32>,
     /// Log more (also: RUST_LOG=debug).
     #[arg(short, long)]
     verbose: bool,
@@ -123,14 +126,20 @@ async fn main() -> ExitCode {
         let mut server = Server::new()
             .config(Config::server())
             .add_service(GuestInfoServer::new(Agent));
-        if args.once {
+        if let Some(n) = args.connections.or(args.once.then_some(1)) {
             let stop_tx = stop_tx.clone();
+            let closed = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
             server = server.on_connection(move |conn| {
                 let stop_tx = stop_tx.clone();
+                let closed = std::sync::Arc::clone(&closed);
                 tokio::spawn(async move {
                     let reason = conn.closed().await;
-                    tracing::info!(%reason, "first connection closed; exiting (--once)");
-                    let _ = stop_tx.send(true);
+                    let done = closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    tracing::info!(%reason, done, of = n, "connection closed");
+                    if done >= n {
+                        tracing::info!("exiting after {n} connection(s)");
+                        let _ = stop_tx.send(true);
+                    }
                 });
             });
         }
