@@ -351,3 +351,60 @@ async fn describe_and_reflection_turned_off() {
         stderr(&o)
     );
 }
+
+/// Ctrl-C during a streamed call cancels it on the server: the agent's call ends, and the tool
+/// exits 130.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_a_streamed_call_on_the_server() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let seen: Arc<Mutex<Option<hvrpc::Connection>>> = Arc::default();
+    let ep = agent(
+        &dir,
+        hvrpc::Server::new()
+            .add_service(guest_info::GuestInfoServer::new(guest_info::Agent))
+            .on_connection({
+                let seen = Arc::clone(&seen);
+                move |c| *seen.lock().unwrap() = Some(c)
+            }),
+    )
+    .await;
+    let mut child = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["call", &ep, "GuestInfo.watch", r#"{"interval_ms": 100}"#])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert!(first.contains("uptime_seconds"), "{first}");
+    let conn = seen.lock().unwrap().clone().expect("the tool connected");
+    assert_eq!(conn.incoming_calls(), 1, "the stream runs on the server");
+    // SAFETY: sending SIGINT to our own child process, whose pid we hold.
+    #[allow(unsafe_code)]
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0);
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.status.code(), Some(130), "{}", stderr(&status));
+    assert!(stderr(&status).contains("cancelled"), "{}", stderr(&status));
+    for _ in 0..100 {
+        if conn.incoming_calls() == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the server still runs the call: {}", conn.incoming_calls());
+}
