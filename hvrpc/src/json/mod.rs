@@ -17,9 +17,9 @@
 //! | `Option` | `null` for none, the value for some — except when the value itself can be `null` (`Option<Option<T>>`, `Option<()>`): then `{"Some": value}` |
 //! | sequence, tuple, tuple struct | arrays |
 //! | newtype struct | its inner value |
-//! | map with string or char keys | an object |
+//! | map with string or char keys | an object, its entries in the order the value has them (so that they read back byte for byte) |
 //! | map with other keys | **an array of `[key, value]` pairs** — JSON objects only have string keys |
-//! | struct | an object by field name (reading: any order; unknown fields refused; a missing `Option` field is `None`) |
+//! | struct | an object by field name, in field order (reading: any order; unknown fields refused; a missing `Option` field is `None`) |
 //! | enum | a unit variant as its name (`"File"`), any other as `{"Name": value}` (newtype: the value; tuple: an array; struct: an object) |
 //!
 //! Types whose serde implementations depend on the format (`is_human_readable`) appear in
@@ -30,6 +30,8 @@
 //! Both directions check [`Limits`] (nesting, elements, total size) and never panic on any
 //! input; a mismatch names the JSON path (`.args.interval_ms: expected u32, got "fast"`).
 
+#[cfg(test)]
+mod generated;
 mod read;
 #[cfg(test)]
 mod tests;
