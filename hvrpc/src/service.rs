@@ -138,8 +138,7 @@ pub struct Body {
 impl Body {
     /// Encodes `value` with postcard.
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Body, Error> {
-        let mut buf = BytesMut::with_capacity(HEADROOM + 64);
-        buf.resize(HEADROOM, 0);
+        let mut buf = Self::headroom(64);
         protocol::encode_into(value, &mut buf).map_err(|e| Error::Encode(e.to_string().into()))?;
         Ok(Body {
             buf,
@@ -153,47 +152,49 @@ impl Body {
         args: &T,
         tail: Option<Bytes>,
     ) -> Result<Body, Error> {
-        let mut body = Self::encode(args)?;
-        if let Some(tail) = tail {
-            protocol::put_len_varint(tail.len(), &mut body.buf);
-            if tail.len() <= protocol::INLINE_TAIL {
-                body.buf.extend_from_slice(&tail);
-            } else {
-                body.tail = tail;
+        let body = Self::encode(args)?;
+        Ok(match tail {
+            Some(tail) => {
+                let mut buf = body.buf;
+                protocol::put_len_varint(tail.len(), &mut buf);
+                Self::ending_with(buf, tail)
             }
+            None => body,
+        })
+    }
+
+    /// `buf`, then `bytes`: copied into it if short, else kept as the tail (not copied).
+    fn ending_with(mut buf: BytesMut, bytes: Bytes) -> Body {
+        if bytes.len() <= protocol::INLINE_TAIL {
+            buf.extend_from_slice(&bytes);
+            return Body {
+                buf,
+                tail: Bytes::new(),
+            };
         }
-        Ok(body)
+        Body { buf, tail: bytes }
+    }
+
+    /// An empty body with room for its header, and for `extra` bytes after it.
+    fn headroom(extra: usize) -> BytesMut {
+        let mut buf = BytesMut::with_capacity(HEADROOM + extra);
+        buf.resize(HEADROOM, 0);
+        buf
     }
 
     /// Bytes that are already the encoded value (a tool's raw call), not copied if long.
     pub(crate) fn raw(bytes: Bytes) -> Body {
         let inline = bytes.len() <= protocol::INLINE_TAIL;
-        let mut buf = BytesMut::with_capacity(HEADROOM + if inline { bytes.len() } else { 0 });
-        buf.resize(HEADROOM, 0);
-        if inline {
-            buf.extend_from_slice(&bytes);
-            return Body {
-                buf,
-                tail: Bytes::new(),
-            };
-        }
-        Body { buf, tail: bytes }
+        let buf = Self::headroom(if inline { bytes.len() } else { 0 });
+        Self::ending_with(buf, bytes)
     }
 
     /// A byte string as the value, encoded exactly like `&[u8]` but without copying `bytes`.
     pub fn from_bytes(bytes: Bytes) -> Body {
         let inline = bytes.len() <= protocol::INLINE_TAIL;
-        let mut buf = BytesMut::with_capacity(HEADROOM + 10 + if inline { bytes.len() } else { 0 });
-        buf.resize(HEADROOM, 0);
+        let mut buf = Self::headroom(10 + if inline { bytes.len() } else { 0 });
         protocol::put_len_varint(bytes.len(), &mut buf);
-        if inline {
-            buf.extend_from_slice(&bytes);
-            return Body {
-                buf,
-                tail: Bytes::new(),
-            };
-        }
-        Body { buf, tail: bytes }
+        Self::ending_with(buf, bytes)
     }
 
     /// The encoded length of the value.
