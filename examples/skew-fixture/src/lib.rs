@@ -10,6 +10,10 @@
 //! pairings and checks every line.
 
 use std::fmt::Debug;
+use std::future::Future;
+use std::process::ExitCode;
+
+use futures_util::{Stream, StreamExt};
 
 use hvrpc::{Endpoint, Error, Server, Service, ServiceDef};
 
@@ -108,4 +112,44 @@ pub fn hashes<S: ServiceDef>() -> Result<String, String> {
             )
         })
         .collect())
+}
+
+/// A stream's items as one line of text: `Tick(0), Tick(1), then <error>`.
+pub async fn collect<T: Debug>(
+    mut stream: impl Stream<Item = Result<T, Error>> + Unpin,
+) -> Result<String, Error> {
+    let mut items = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(e) => items.push(format!("{e:?}")),
+            Err(e) => {
+                items.push(format!("then {e}"));
+                break;
+            }
+        }
+    }
+    Ok(items.join(", "))
+}
+
+/// Runs what the command line asks for: `serve` with `service`, `call` with `call`, `hashes`
+/// for `S`.
+pub async fn main<S, F, Fut>(name: &str, service: impl Service, call: F) -> ExitCode
+where
+    S: ServiceDef,
+    F: FnOnce(Endpoint) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let r = match mode() {
+        Ok(Mode::Serve(ep, n)) => serve(&ep, n, service).await,
+        Ok(Mode::Call(ep)) => call(ep).await,
+        Ok(Mode::Hashes) => hashes::<S>().map(|h| print!("{h}")),
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,9 +1,8 @@
 //! Release A of the `Agent` service (the older one): serves it, or calls it on a peer.
 
-use futures_util::StreamExt;
 use hvrpc::{Context, Streaming};
 use serde::{Deserialize, Serialize};
-use skew_fixture::{Mode, outcome};
+use skew_fixture::outcome;
 
 /// A file's metadata, release A.
 #[derive(Debug, Serialize, Deserialize)]
@@ -130,37 +129,15 @@ async fn call(ep: &hvrpc::Endpoint) -> Result<(), String> {
     println!("{}", outcome("remove", c.remove("/f".into()).await));
     println!("{}", outcome("size_of", c.size_of("/f".into()).await));
     println!("{}", outcome("echo_count", c.echo_count(7).await));
-    let watched = async {
-        let mut s = c.watch(3).await?;
-        let mut items = Vec::new();
-        while let Some(item) = s.next().await {
-            match item {
-                Ok(e) => items.push(format!("{e:?}")),
-                Err(e) => {
-                    items.push(format!("then {e}"));
-                    break;
-                }
-            }
-        }
-        Ok::<_, hvrpc::Error>(items.join(", "))
-    };
+    let watched = async { skew_fixture::collect(c.watch(3).await?).await };
     println!("{}", outcome("watch", watched.await));
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let r = match skew_fixture::mode() {
-        Ok(Mode::Serve(ep, n)) => skew_fixture::serve(&ep, n, AgentServer::new(A)).await,
-        Ok(Mode::Call(ep)) => call(&ep).await,
-        Ok(Mode::Hashes) => skew_fixture::hashes::<AgentClient>().map(|h| print!("{h}")),
-        Err(e) => Err(e),
-    };
-    match r {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("agent-a: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    skew_fixture::main::<AgentClient, _, _>("agent-a", AgentServer::new(A), |ep| async move {
+        call(&ep).await
+    })
+    .await
 }

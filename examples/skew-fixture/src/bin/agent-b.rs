@@ -1,9 +1,8 @@
 //! Release B of the `Agent` service (the newer one): serves it, or calls it on a peer.
 
-use futures_util::StreamExt;
 use hvrpc::{Context, Streaming};
 use serde::{Deserialize, Serialize};
-use skew_fixture::{Mode, outcome};
+use skew_fixture::outcome;
 
 /// A file's metadata, release B: `mtime` inserted, with a default.
 #[derive(Debug, Serialize, Deserialize)]
@@ -150,20 +149,7 @@ async fn call(ep: &hvrpc::Endpoint) -> Result<(), String> {
     println!("{}", outcome("kind(/f)", c.kind("/f".into()).await));
     println!("{}", outcome("size_of", c.size_of("/f".into()).await));
     println!("{}", outcome("echo_count", c.echo_count(7).await));
-    let watched = async {
-        let mut s = c.watch(3).await?;
-        let mut items = Vec::new();
-        while let Some(item) = s.next().await {
-            match item {
-                Ok(e) => items.push(format!("{e:?}")),
-                Err(e) => {
-                    items.push(format!("then {e}"));
-                    break;
-                }
-            }
-        }
-        Ok::<_, hvrpc::Error>(items.join(", "))
-    };
+    let watched = async { skew_fixture::collect(c.watch(3).await?).await };
     println!("{}", outcome("watch", watched.await));
     println!(
         "peer_supports hostname={:?} stat={:?}",
@@ -175,17 +161,8 @@ async fn call(ep: &hvrpc::Endpoint) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let r = match skew_fixture::mode() {
-        Ok(Mode::Serve(ep, n)) => skew_fixture::serve(&ep, n, AgentServer::new(B)).await,
-        Ok(Mode::Call(ep)) => call(&ep).await,
-        Ok(Mode::Hashes) => skew_fixture::hashes::<AgentClient>().map(|h| print!("{h}")),
-        Err(e) => Err(e),
-    };
-    match r {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("agent-b: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    skew_fixture::main::<AgentClient, _, _>("agent-b", AgentServer::new(B), |ep| async move {
+        call(&ep).await
+    })
+    .await
 }
