@@ -16,6 +16,8 @@
 //!    behind its current call to its replacement.
 //! 3. A task that has been replaced ends as soon as it is out of user code (having queued the
 //!    answer it was working on).
+//! 4. Once the connection is closed, the read half is dropped by the task that sees it, so the
+//!    socket's end never waits for the last reference to the driver.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -80,7 +82,13 @@ impl Driver {
         let mut buffered = FrameCodec::new(self.max_frame);
         let mut calls: Vec<Dispatch> = Vec::new();
         loop {
-            if self.link().is_closed() || !self.current(generation) {
+            if self.link().is_closed() {
+                // The read half goes now, not with the last reference to this driver (the
+                // watchdog may hold one for a moment): the peer sees the end at once.
+                drop(lock(&self.frames).take());
+                return;
+            }
+            if !self.current(generation) {
                 return;
             }
             // The peer's calls waiting: run them, then write their answers together.
@@ -157,13 +165,16 @@ impl Driver {
             let tick = watchdog::entering_user_code();
             self.busy_since.store(tick, Ordering::Release);
             self.calls.dispatch(call, now);
-            if !self.current(generation) {
+            // Leaving user code and being replaced are decided on one atomic: the watchdog
+            // replaces only by swapping a task's stamp for 0 first. (Checking the generation
+            // alone would let this task read on while a replacement that the watchdog had
+            // decided on, but not yet counted, found no read half and ended.)
+            if self.busy_since.swap(0, Ordering::AcqRel) == 0 || !self.current(generation) {
                 // Replaced while in user code: the new task has the queue and the reading.
                 let core = self.link().lock();
                 self.link().release(core, Write::Now);
                 return false;
             }
-            self.busy_since.store(0, Ordering::Release);
         }
     }
 }

@@ -329,3 +329,22 @@ async fn a_graceful_end_sends_the_responses_of_handlers_already_run() {
     );
     drop(peer_w);
 }
+
+/// A connection that has closed lets go of its socket's read half at once, even while the
+/// watchdog is looking at it (and so holds its task's state for a moment): the peer sees the
+/// end then, not whenever the last reference goes. Found by the `server_session` fuzz target,
+/// whose paused clock ran an hour ahead while the end waited on the watchdog's thread.
+#[tokio::test(start_paused = true)]
+async fn a_closed_connection_lets_go_of_its_read_half_while_the_watchdog_looks() {
+    let (conn, _peer_r, mut peer_w) = with_fake_peer(Services::default(), Arc::default()).await;
+    let looking = watchdog::look();
+    conn.close();
+    conn.closed().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let written = peer_w.write_all(b"after the end").await;
+    assert!(
+        written.is_err(),
+        "the closed connection still holds its read half"
+    );
+    drop(looking);
+}

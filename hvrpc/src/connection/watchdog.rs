@@ -122,3 +122,16 @@ pub(crate) fn entering_user_code() -> u64 {
     }
     w.ticks.load(Ordering::Relaxed)
 }
+
+/// What the watchdog holds while it looks: every connection it watches, upgraded (for tests
+/// that look at what a look keeps alive).
+#[cfg(test)]
+pub(crate) fn look() -> Vec<Arc<dyn Watched>> {
+    watchdog()
+        .watched
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect()
+}
