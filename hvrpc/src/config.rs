@@ -62,6 +62,12 @@ pub struct Config {
     /// not finished); requests beyond it are refused with `ResourceExhausted`, so a peer cannot
     /// park unbounded memory in slow handlers. Default 64 MiB.
     pub max_request_bytes: usize,
+    /// The largest message (a call's arguments, a result, a stream item) this side takes from
+    /// the peer; announced in the handshake. A message larger than the peer's frame limit
+    /// travels in parts, which interleave with other calls' frames; this bounds them (checked
+    /// before anything is allocated, and memory grows only as the parts arrive). Requests are
+    /// bounded further by `max_request_bytes`. Default 1 GiB.
+    pub max_message: usize,
     /// Clients: how to connect and reconnect (timeout, retries with backoff, socket options).
     pub connect: ConnectOptions,
 }
@@ -83,6 +89,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             max_deadline: None,
             max_request_bytes: 64 * 1024 * 1024,
+            max_message: 1 << 30,
             connect: ConnectOptions::default(),
         }
     }

@@ -124,6 +124,15 @@ pub enum Error<E = Infallible> {
         /// The limit.
         max: usize,
     },
+    /// A request (or its response) is larger than the receiver's maximum message size
+    /// (`Config::max_message`), which bounds a message sent in parts.
+    #[error("message of {len} bytes exceeds the peer's maximum message size of {max} bytes")]
+    MessageTooLarge {
+        /// The message's body size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A value could not be serialized.
     #[error("cannot encode: {0}")]
     Encode(Arc<str>),
@@ -187,6 +196,7 @@ impl Error<Infallible> {
             Error::Remote { code, message } => Error::Remote { code, message },
             Error::Protocol(r) => Error::Protocol(r),
             Error::FrameTooLarge { len, max } => Error::FrameTooLarge { len, max },
+            Error::MessageTooLarge { len, max } => Error::MessageTooLarge { len, max },
             Error::Encode(r) => Error::Encode(r),
             Error::Unimplemented(r) => Error::Unimplemented(r),
             Error::Incompatible(r) => Error::Incompatible(r),
@@ -209,6 +219,10 @@ impl<E: Clone> Clone for Error<E> {
             },
             Error::Protocol(r) => Error::Protocol(Arc::clone(r)),
             Error::FrameTooLarge { len, max } => Error::FrameTooLarge {
+                len: *len,
+                max: *max,
+            },
+            Error::MessageTooLarge { len, max } => Error::MessageTooLarge {
                 len: *len,
                 max: *max,
             },

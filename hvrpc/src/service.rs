@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::engine::Cancel;
 use crate::error::{Error, ErrorCode};
-use crate::protocol::{self, Frame, Header};
+use crate::protocol::{self, Frame, Header, Message, Parts, PeerLimits};
 use crate::schema::{Reading, ServiceSpec};
 use crate::streaming::Streaming;
 
@@ -200,6 +200,36 @@ impl Body {
     /// The encoded length of the value.
     pub(crate) fn len(&self) -> usize {
         self.buf.len() - HEADROOM + self.tail.len()
+    }
+
+    /// `header` and the body as what goes to a peer with the limits `peer`: one frame if it
+    /// fits the peer's `max_frame`, else parts if the peer takes them and the body is within
+    /// its `max_message`; else the error saying which limit it exceeds.
+    pub(crate) fn into_message(self, header: &Header, peer: &PeerLimits) -> Result<Message, Error> {
+        let len = self.len();
+        let max_frame = peer.max_frame;
+        match peer.max_message {
+            // (The header is under 64 bytes: a body that leaves room for it fits.)
+            Some(max) if len + 64 > max_frame => {
+                if len > max {
+                    return Err(Error::MessageTooLarge { len, max });
+                }
+                let mut buf = self.buf;
+                bytes::Buf::advance(&mut buf, HEADROOM);
+                Ok(Message::Parts(Box::new(Parts::new(
+                    header.clone(),
+                    [buf.freeze(), self.tail],
+                    max_frame,
+                ))))
+            }
+            _ => self
+                .into_frame(header, max_frame)
+                .map(Message::Whole)
+                .map_err(|len| Error::FrameTooLarge {
+                    len,
+                    max: max_frame,
+                }),
+        }
     }
 
     /// Puts the length prefix and `header` in front of the body. `Err(len)` if the frame

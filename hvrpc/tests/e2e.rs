@@ -385,11 +385,12 @@ async fn byte_strings_in_every_position_round_trip() {
 }
 
 #[tokio::test]
-async fn a_result_over_the_callers_frame_limit_is_an_error() {
+async fn a_result_over_the_callers_frame_limit_comes_in_parts_one_over_its_message_limit_fails() {
     const MAX: usize = 64 * 1024;
     let (ep, _, _dir) = unix_server(Config::server()).await;
     let mut config = Config::default();
     config.max_frame = MAX;
+    config.max_message = 4 * MAX;
     let channel = Connector::new()
         .config(config)
         .want::<CalcClient>()
@@ -398,12 +399,16 @@ async fn a_result_over_the_callers_frame_limit_is_an_error() {
         .unwrap();
     let c = CalcClient::new(channel);
     assert_eq!(c.blob(1000, 3).await.unwrap(), vec![3u8; 1000]);
-    match c.blob(MAX as u32, 3).await {
+    // Over the frame limit: in parts.
+    assert_eq!(c.blob(MAX as u32, 3).await.unwrap(), vec![3u8; MAX]);
+    assert_eq!(c.blob(3 * MAX as u32, 4).await.unwrap(), vec![4u8; 3 * MAX]);
+    // Over the message limit (the length's varint makes it one too many bytes).
+    match c.blob(4 * MAX as u32, 3).await {
         Err(Error::Remote {
             code: ErrorCode::Internal,
             message,
         }) => assert!(
-            message.contains("exceeds the caller's frame limit of 65536 bytes"),
+            message.contains("exceeds the caller's maximum message size of 262144 bytes"),
             "{message}"
         ),
         other => panic!("{:?}", other.map(|v| v.len())),
@@ -413,36 +418,28 @@ async fn a_result_over_the_callers_frame_limit_is_an_error() {
 }
 
 #[tokio::test]
-async fn frame_limit_minus_one_limit_plus_one() {
+async fn message_limit_minus_one_limit_plus_one_and_every_size_around_the_frame_limit() {
+    const FRAME: usize = 16 * 1024;
     const MAX: usize = 64 * 1024;
     let mut config = Config::server();
-    config.max_frame = MAX;
+    config.max_frame = FRAME;
+    config.max_message = MAX;
     let (ep, _, _dir) = unix_server(config).await;
     let c = CalcClient::connect(&ep).await.unwrap();
-    // Request payload = header (kind, id, service, method, timeout, window) + varint length
-    // + data. Find the data size whose frame is exactly MAX with a probe of the overhead.
-    let overhead = |data_len: usize| {
-        let id_len = 1; // ids stay below 128 in this test
-        let timeout_len = 1 + 3; // Some(30000 ms)
-        let varint = if data_len < 128 {
-            1
-        } else if data_len < 16384 {
-            2
-        } else {
-            3
-        };
-        1 + id_len + 1 + 1 + timeout_len + 1 + varint
-    };
-    let at_limit = MAX - overhead(MAX);
-    // The response frame is smaller than the request (shorter header), so only the request
-    // limit matters here.
+    // Whole frames, parts, and the sizes between.
+    for len in (FRAME - 80)..(FRAME + 8) {
+        let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        assert_eq!(c.echo(data.clone()).await.unwrap(), data, "{len}");
+    }
+    // The arguments' body is the data's varint length (3 bytes here) and the data.
+    let at_limit = MAX - 3;
     assert_eq!(
         c.echo(vec![1; at_limit - 1]).await.unwrap().len(),
         at_limit - 1
     );
     assert_eq!(c.echo(vec![1; at_limit]).await.unwrap().len(), at_limit);
     match c.echo(vec![1; at_limit + 1]).await {
-        Err(Error::FrameTooLarge { len, max }) => assert_eq!((len, max), (MAX + 1, MAX)),
+        Err(Error::MessageTooLarge { len, max }) => assert_eq!((len, max), (MAX + 1, MAX)),
         other => panic!("{:?}", other.map(|v| v.len())),
     }
     // Refused locally: the connection is still usable.

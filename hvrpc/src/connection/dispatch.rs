@@ -26,7 +26,7 @@ use super::Services;
 use crate::engine::{Cancel, Dispatch, error_frame};
 use crate::error::{Error, ErrorCode};
 use crate::link::{Shared, Write};
-use crate::protocol::{Frame, FrameBuf, Header, Status};
+use crate::protocol::{Frame, FrameBuf, Header, Message, PeerLimits, Status};
 use crate::service::{Body, Context, Handler};
 use crate::skew::{ArgsRoute, Readings};
 
@@ -44,8 +44,8 @@ pub(crate) struct Calls {
     pub(crate) services: Arc<Services>,
     /// How the peer's arguments are read (another release's shape, translated).
     pub(crate) readings: Arc<Readings>,
-    /// The largest frame the peer takes.
-    pub(crate) max_frame: usize,
+    /// What the peer takes.
+    pub(crate) peer: PeerLimits,
 }
 
 impl Calls {
@@ -130,7 +130,7 @@ impl Calls {
             }
         };
         let link = Arc::clone(&self.link);
-        let max = self.max_frame;
+        let peer = self.peer;
         match handler {
             Handler::Unary(mut fut) => {
                 let polled = {
@@ -141,7 +141,7 @@ impl Calls {
                 };
                 match polled {
                     Ok(Poll::Ready(body)) => {
-                        let frame = reply_frame(self.max_frame, id, body);
+                        let frame = reply(&self.peer, id, body);
                         let mut core = link.lock();
                         core.respond(now, id, frame);
                         link.release(core, Write::Later);
@@ -153,7 +153,7 @@ impl Calls {
                                     until_cancelled(&cancel, AssertUnwindSafe(fut).catch_unwind())
                                         .await;
                                 if let Some(result) = out {
-                                    finish(&link, max, id, result);
+                                    finish(&link, &peer, id, result);
                                 }
                             }
                             .instrument(span),
@@ -172,7 +172,7 @@ impl Calls {
                         AssertUnwindSafe(fut).catch_unwind(),
                     ));
                     if let Some(result) = out {
-                        finish(&link, max, id, result);
+                        finish(&link, &peer, id, result);
                     }
                 }));
             }
@@ -191,7 +191,7 @@ impl Calls {
                 }
                 tokio::spawn(
                     async move {
-                        until_cancelled(&cancel, produce(&link, max, id, fut)).await;
+                        until_cancelled(&cancel, produce(&link, &peer, id, fut)).await;
                     }
                     .instrument(span),
                 );
@@ -229,49 +229,59 @@ async fn until_cancelled<F: Future>(cancel: &Cancel, fut: F) -> Option<F::Output
     .await
 }
 
-/// The frame for a handler's result (an `Internal` error if it cannot be sent).
-fn reply_frame(max: usize, id: u64, body: Result<Body, Error>) -> Frame {
+/// What answers a handler's result (an `Internal` error if it cannot be sent).
+fn reply(peer: &PeerLimits, id: u64, body: Result<Body, Error>) -> Message {
     let header = Header::Response {
         id,
         status: Status::Ok,
     };
-    body_frame(max, id, &header, body)
+    body_message(peer, id, &header, body).unwrap_or_else(Message::from)
 }
 
-/// `body` after `header`, or the error that takes its place, for a peer taking frames of `max`.
-fn body_frame(max: usize, id: u64, header: &Header, body: Result<Body, Error>) -> Frame {
-    let error = |code, message: String| error_frame(max, id, code, message);
+/// `body` after `header` for the peer, or (`Err`) the error response that takes its place.
+fn body_message(
+    peer: &PeerLimits,
+    id: u64,
+    header: &Header,
+    body: Result<Body, Error>,
+) -> Result<Message, Frame> {
+    let error = |code, message: String| error_frame(peer.max_frame, id, code, message);
     match body {
-        Ok(body) => body.into_frame(header, max).unwrap_or_else(|len| {
-            error(
-                ErrorCode::Internal,
-                format!(
-                    "the response of {len} bytes exceeds the caller's frame limit of {max} bytes"
+        Ok(body) => body.into_message(header, peer).map_err(|e| {
+            let why = match e {
+                Error::FrameTooLarge { len, max } => {
+                    format!("of {len} bytes exceeds the caller's frame limit of {max} bytes")
+                }
+                Error::MessageTooLarge { len, max } => format!(
+                    "of {len} bytes exceeds the caller's maximum message size of {max} bytes"
                 ),
-            )
+                other => format!("cannot be sent: {other}"),
+            };
+            error(ErrorCode::Internal, format!("the response {why}"))
         }),
-        Err(Error::Remote { code, message }) => error(code, message.to_string()),
-        Err(e) => error(ErrorCode::Internal, e.to_string()),
+        Err(Error::Remote { code, message }) => Err(error(code, message.to_string())),
+        Err(e) => Err(error(ErrorCode::Internal, e.to_string())),
     }
 }
 
 /// Sends the final frame of a handler that ran in a task of its own.
 fn finish(
     link: &Shared,
-    max: usize,
+    peer: &PeerLimits,
     id: u64,
     result: Result<Result<Body, Error>, Box<dyn std::any::Any + Send>>,
 ) {
     let frame = match result {
-        Ok(body) => reply_frame(max, id, body),
+        Ok(body) => reply(peer, id, body),
         Err(p) => {
             let msg = panic_message(p.as_ref());
             tracing::warn!(id, panic = %msg, "handler panicked");
-            link.lock().error_frame(
+            Message::from(error_frame(
+                peer.max_frame,
                 id,
                 ErrorCode::Internal,
                 format!("the handler panicked: {msg}"),
-            )
+            ))
         }
     };
     let mut core = link.lock();
@@ -283,7 +293,7 @@ fn finish(
 /// on its way, then ends the stream with its final Response.
 async fn produce(
     link: &Shared,
-    max: usize,
+    peer: &PeerLimits,
     id: u64,
     fut: futures_util::future::BoxFuture<
         'static,
@@ -292,7 +302,7 @@ async fn produce(
 ) {
     let mut stream = match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(s) => s,
-        Err(p) => return finish(link, max, id, Err(p)),
+        Err(p) => return finish(link, peer, id, Err(p)),
     };
     loop {
         let go = std::future::poll_fn(|cx| link.lock().poll_send_item(id, cx.waker())).await;
@@ -301,21 +311,22 @@ async fn produce(
         }
         match AssertUnwindSafe(stream.next()).catch_unwind().await {
             Ok(Some(Ok(body))) => {
-                let frame = body_frame(max, id, &Header::StreamItem { id }, Ok(body));
-                let is_item = frame_is_item(&frame);
+                let item = body_message(peer, id, &Header::StreamItem { id }, Ok(body));
                 let mut core = link.lock();
-                if is_item {
-                    core.send_item(id, frame);
-                } else {
-                    // Too large to send: the stream ends with the error.
-                    core.respond(Instant::now(), id, frame);
-                }
+                let sent = match item {
+                    Ok(item) => core.send_item(id, item),
+                    Err(error) => {
+                        // Too large to send: the stream ends with the error.
+                        core.respond(Instant::now(), id, error);
+                        false
+                    }
+                };
                 link.release(core, Write::Now);
-                if !is_item {
+                if !sent {
                     return;
                 }
             }
-            Ok(Some(Err(e))) => return finish(link, max, id, Ok(Err(e))),
+            Ok(Some(Err(e))) => return finish(link, peer, id, Ok(Err(e))),
             Ok(None) => {
                 let end = FrameBuf::new(
                     &Header::Response {
@@ -331,13 +342,7 @@ async fn produce(
                 link.release(core, Write::Now);
                 return;
             }
-            Err(p) => return finish(link, max, id, Err(p)),
+            Err(p) => return finish(link, peer, id, Err(p)),
         }
     }
-}
-
-/// Whether a frame built for a stream item is one (not the error that replaced it).
-fn frame_is_item(frame: &Frame) -> bool {
-    // The kind is the first byte after the 4-byte length: 3 is StreamItem.
-    frame.head.get(4) == Some(&3)
 }

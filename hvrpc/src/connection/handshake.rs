@@ -14,7 +14,7 @@ use tokio_util::codec::FramedRead;
 use super::HandshakeParams;
 use crate::engine::handshake::{self, MAX_HELLO};
 use crate::error::Error;
-use crate::protocol::{self, FrameBuf, Header, Hello, PREAMBLE};
+use crate::protocol::{self, FrameBuf, Header, Hello, HelloExt, PREAMBLE};
 use crate::schema::{ServiceSchema, ServiceSpec};
 use crate::skew::{self, Ours, PeerSchemas, Readings, Routes};
 
@@ -26,6 +26,8 @@ pub(crate) struct Agreed {
     pub(crate) peer_hello: Hello,
     pub(crate) routes: Routes,
     pub(crate) readings: Readings,
+    /// The peer's maximum message size, if it takes messages in parts.
+    pub(crate) peer_max_message: Option<u64>,
     /// What the peer sent after its handshake frames, for the reader.
     pub(crate) leftover: BytesMut,
 }
@@ -64,8 +66,34 @@ async fn read_frame<R: AsyncRead + Unpin>(
     Ok((payload, rest))
 }
 
-/// Reads the peer's preamble and Hello; returns the Hello and whatever came after it.
-async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Hello, BytesMut), Error> {
+/// The peer's Hello, with what follows it, read.
+struct PeerHello {
+    hello: Hello,
+    /// Its maximum message size, if it takes messages in parts.
+    max_message: Option<u64>,
+    /// What came after the Hello frame.
+    leftover: BytesMut,
+}
+
+/// Reads the fields after a Hello (newer ones beyond those known here are ignored).
+fn read_ext(hello: &Hello, rest: &[u8]) -> Result<Option<u64>, Error> {
+    if hello.features & protocol::FEATURE_PARTS == 0 {
+        return Ok(None);
+    }
+    match postcard::take_from_bytes::<HelloExt>(rest) {
+        Ok((ext, _)) => Ok(Some(ext.max_message)),
+        Err(e) => Err(Error::Handshake(
+            format!(
+                "the peer announces messages in parts, but its handshake lacks their maximum \
+                 size: {e}"
+            )
+            .into(),
+        )),
+    }
+}
+
+/// Reads the peer's preamble and Hello.
+async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<PeerHello, Error> {
     let mut preamble = [0u8; PREAMBLE.len()];
     r.read_exact(&mut preamble).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -78,7 +106,11 @@ async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Hello, BytesMut)
     let (payload, leftover) = read_frame(r, BytesMut::new(), MAX_HELLO, "handshake").await?;
     match protocol::split_frame(&payload) {
         // Trailing bytes in a Hello are fields from a newer minor version: ignored.
-        Ok((Header::Hello(h), _)) => Ok((h, leftover)),
+        Ok((Header::Hello(hello), rest)) => Ok(PeerHello {
+            max_message: read_ext(&hello, rest)?,
+            hello,
+            leftover,
+        }),
         Ok((other, _)) => Err(Error::Handshake(
             format!("the peer's first frame is not a handshake: {other:?}").into(),
         )),
@@ -187,7 +219,7 @@ where
         .unwrap_or(u32::MAX)
         .max(handshake::MIN_MAX_FRAME);
     let hello = Hello {
-        features: 0,
+        features: protocol::FEATURE_PARTS,
         max_frame,
         max_concurrent_calls: config.max_concurrent_calls,
         services: served.iter().map(|s| s.desc().clone()).collect(),
@@ -203,14 +235,23 @@ where
         agent: concat!("hvrpc/", env!("CARGO_PKG_VERSION")).to_owned(),
     };
     let mut first = BytesMut::from(&PREAMBLE[..]);
-    let hello_frame = FrameBuf::new(&Header::Hello(hello), 0)
-        .finish(MAX_HELLO)
-        .map_err(|len| {
-            Error::Handshake(format!("our handshake is too large ({len} bytes)").into())
-        })?;
+    let mut hello_frame = FrameBuf::new(&Header::Hello(hello), 0);
+    let ext = HelloExt {
+        max_message: config.max_message as u64,
+    };
+    hello_frame
+        .body(&ext)
+        .map_err(|e| Error::Encode(e.to_string().into()))?;
+    let hello_frame = hello_frame.finish(MAX_HELLO).map_err(|len| {
+        Error::Handshake(format!("our handshake is too large ({len} bytes)").into())
+    })?;
     first.extend_from_slice(&hello_frame);
     let (sent, received) = tokio::join!(send(w, &first), read_hello(r));
-    let (peer_hello, leftover) = received?;
+    let PeerHello {
+        hello: peer_hello,
+        max_message: peer_max_message,
+        leftover,
+    } = received?;
     sent?;
     let ours = Ours {
         served: &served,
@@ -247,6 +288,7 @@ where
         peer_hello,
         routes,
         readings,
+        peer_max_message,
         leftover,
     })
 }

@@ -26,7 +26,7 @@ use crate::engine::handshake::MIN_MAX_FRAME;
 use crate::engine::{Core, CoreConfig, Limits};
 use crate::error::Error;
 use crate::link::{CallHandle, Handle, Shared};
-use crate::protocol::{Header, Hello, ServiceDesc};
+use crate::protocol::{Header, Hello, PeerLimits, ServiceDesc};
 use crate::schema::{MethodKind, Reading, ServiceSpec};
 use crate::service::{Body, Service, ServiceDef};
 use crate::skew::{self, Route, Routes};
@@ -99,6 +99,8 @@ pub struct Connection {
 struct Inner {
     handle: Arc<Handle>,
     peer_hello: Hello,
+    /// What the peer takes.
+    peer_limits: PeerLimits,
     /// How this side's wanted methods are called.
     routes: Routes,
     config: Arc<Config>,
@@ -145,8 +147,14 @@ impl Connection {
             peer_hello,
             routes,
             readings,
+            peer_max_message,
             leftover,
         } = agreed;
+        // Messages go in parts only if both sides take them.
+        let peer_limits = PeerLimits {
+            max_frame: peer_hello.max_frame as usize,
+            max_message: peer_max_message.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+        };
 
         let now = Instant::now();
         let core = Core::new(
@@ -166,6 +174,7 @@ impl Connection {
                 },
                 peer_max_frame: peer_hello.max_frame as usize,
                 peer_max_calls: peer_hello.max_concurrent_calls,
+                max_message: peer_max_message.map(|_| config.max_message),
             },
         );
         let link = Shared::new(core, Box::pin(w), peer, config.keepalive_timeout);
@@ -179,7 +188,7 @@ impl Connection {
             link: Arc::clone(&link),
             services: Arc::clone(&params.services),
             readings: Arc::new(readings),
-            max_frame: peer_hello.max_frame as usize,
+            peer: peer_limits,
         };
         // No span on these tasks: entering one on every poll is a cost per frame. Their
         // events name the peer themselves, and handlers run in an `hvrpc.serve` span.
@@ -196,6 +205,7 @@ impl Connection {
             inner: Arc::new(Inner {
                 handle: Arc::new(Handle { link }),
                 peer_hello,
+                peer_limits,
                 routes,
                 config,
             }),
@@ -435,7 +445,7 @@ impl Connection {
         // Far-future deadlines (beyond what `Instant` holds) are no deadline.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let timeout_ms = timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
-        let max = self.inner.peer_hello.max_frame as usize;
+        let peer = self.inner.peer_limits;
         CallHandle::start(
             &self.inner.handle,
             |id| {
@@ -446,8 +456,7 @@ impl Connection {
                     timeout_ms,
                     window: window.unwrap_or(0),
                 };
-                body.into_frame(&header, max)
-                    .map_err(|len| Error::FrameTooLarge { len, max })
+                body.into_message(&header, &peer)
             },
             deadline,
             window,

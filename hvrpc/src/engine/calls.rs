@@ -15,7 +15,7 @@ use super::lifecycle;
 use super::outgoing::{self, Stage, StreamState};
 use super::send::Tag;
 use crate::error::{Error, ErrorCode};
-use crate::protocol::{Frame, Header};
+use crate::protocol::{Header, Message};
 
 impl Core {
     /// Why a call cannot start now, if it cannot.
@@ -50,7 +50,7 @@ impl Core {
     /// call. Returns its id.
     pub(crate) fn start_call(
         &mut self,
-        frame: impl FnOnce(u64) -> Result<Frame, Error>,
+        frame: impl FnOnce(u64) -> Result<Message, Error>,
         deadline: Option<Instant>,
         stream: Option<u32>,
     ) -> Result<u64, Error> {

@@ -12,7 +12,12 @@
 //! 3. **Deadlines** are the caller's, capped at `max_deadline`.
 //! 4. **Credit.** A stream's producer sends an item only when it holds credit (the caller's
 //!    window plus its grants).
-//! 5. **Bytes held** are the sum of the bodies of the calls in the table.
+//! 5. **Bytes held** are the sum of the bodies of the calls in the table and of the requests
+//!    arriving in parts (counted by their announced length from their first part).
+//! 6. **Requests in parts** are at most `max_calls` at once (each is a call the peer has on the
+//!    wire: more is a protocol violation) and never for an id in flight; one over the bytes
+//!    limit is not kept, and its Request is refused (`ResourceExhausted`) when its last frame
+//!    comes; a Cancel drops it.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -24,6 +29,7 @@ use std::time::Duration;
 use futures_util::task::AtomicWaker;
 use tokio::time::Instant;
 
+use super::assembly::{self, Partial};
 use super::outgoing::IdHasher;
 use crate::error::ErrorCode;
 
@@ -120,6 +126,27 @@ pub(crate) struct Incoming {
     bytes: usize,
     limits: Limits,
     started: u64,
+    /// Requests arriving in parts, by id.
+    partial: HashMap<u64, Arriving, BuildHasherDefault<IdHasher>>,
+}
+
+/// A request arriving in parts.
+#[derive(Debug)]
+enum Arriving {
+    Kept(Partial),
+    /// Over the bytes limit: its parts are dropped, its Request refused.
+    Refused {
+        total: u64,
+    },
+}
+
+/// A request's body, put together.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// Its arguments.
+    Whole(bytes::Bytes),
+    /// It came in parts over the bytes limit: refuse it.
+    Refused(ErrorCode, String),
 }
 
 impl Incoming {
@@ -129,6 +156,79 @@ impl Incoming {
             bytes: 0,
             limits,
             started: 0,
+            partial: HashMap::default(),
+        }
+    }
+
+    /// A part of the peer's request `id`, announcing a message of `total` bytes; this side
+    /// takes messages of at most `max_message`. `Err` is a protocol violation.
+    pub(crate) fn part(
+        &mut self,
+        id: u64,
+        total: u64,
+        piece: &[u8],
+        max_message: usize,
+    ) -> Result<(), String> {
+        if let Some(arriving) = self.partial.get_mut(&id) {
+            return match arriving {
+                Arriving::Kept(p) => p.push(total, piece),
+                Arriving::Refused { total: t } if *t == total => Ok(()),
+                Arriving::Refused { total: t } => Err(format!(
+                    "a part announces {total} bytes, an earlier part of the same message {t}"
+                )),
+            };
+        }
+        if self.calls.contains_key(&id) {
+            return Err(format!("a part of request {id}, which is in flight"));
+        }
+        if self.partial.len() >= self.limits.max_calls as usize {
+            return Err(format!(
+                "more requests in parts at once than the {} concurrent calls allowed",
+                self.limits.max_calls
+            ));
+        }
+        assembly::check_total(total, max_message)?;
+        let len = usize::try_from(total).unwrap_or(usize::MAX);
+        let arriving = if self.bytes.saturating_add(len) > self.limits.max_bytes {
+            Arriving::Refused { total }
+        } else {
+            self.bytes += len;
+            Arriving::Kept(Partial::start(total, max_message, piece)?)
+        };
+        self.partial.insert(id, arriving);
+        Ok(())
+    }
+
+    /// The body of request `id`, whose ordinary frame carried `last`: with its parts if it had
+    /// any (they leave the table: the request is admitted, or not, like any other).
+    pub(crate) fn body(&mut self, id: u64, last: bytes::Bytes) -> Result<Body, String> {
+        let Some(arriving) = self.partial.remove(&id) else {
+            return Ok(Body::Whole(last));
+        };
+        match arriving {
+            Arriving::Kept(p) => {
+                self.bytes -= usize::try_from(p.total())
+                    .unwrap_or(usize::MAX)
+                    .min(self.bytes);
+                p.finish(&last).map(Body::Whole)
+            }
+            Arriving::Refused { total } => Ok(Body::Refused(
+                ErrorCode::ResourceExhausted,
+                format!(
+                    "too many bytes of requests waiting on this connection ({} held, {total} \
+                     more in parts, limit {})",
+                    self.bytes, self.limits.max_bytes
+                ),
+            )),
+        }
+    }
+
+    /// The peer cancelled request `id`: whatever arrived of it in parts is dropped.
+    pub(crate) fn drop_partial(&mut self, id: u64) {
+        if let Some(Arriving::Kept(p)) = self.partial.remove(&id) {
+            self.bytes -= usize::try_from(p.total())
+                .unwrap_or(usize::MAX)
+                .min(self.bytes);
         }
     }
 
@@ -274,6 +374,7 @@ impl Incoming {
     /// Every call, removed (the connection is ending).
     pub(crate) fn drain(&mut self) -> Vec<(u64, Served)> {
         self.bytes = 0;
+        self.partial.clear();
         self.calls.drain().collect()
     }
 
@@ -281,8 +382,9 @@ impl Incoming {
         self.calls.len()
     }
 
+    /// Whether no call is in the table, nor arriving in parts.
     pub(crate) fn is_empty(&self) -> bool {
-        self.calls.is_empty()
+        self.calls.is_empty() && self.partial.is_empty()
     }
 
     /// Calls admitted so far.

@@ -10,6 +10,7 @@
 //! | part | owns |
 //! |---|---|
 //! | [`handshake`] | what makes a side refuse the other |
+//! | [`assembly`] | messages in parts put back together, bounded before allocating |
 //! | [`outgoing`] | this side's calls: ids, slots, deadlines, exactly one outcome each |
 //! | [`incoming`] | the peer's calls: admission, cancellation, credit, one final frame each |
 //! | [`send`] | frame order, no splicing, the byte budget, control-frame priority |
@@ -22,6 +23,7 @@
 //! calls that ended are ignored. `model.rs` drives the core through every short interleaving of
 //! callers, peer, clock and writer and checks these rules and the parts' own.
 
+pub(crate) mod assembly;
 mod calls;
 pub(crate) mod handshake;
 pub(crate) mod incoming;
@@ -41,12 +43,12 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorCode};
-use crate::protocol::{self, Frame, FrameBuf, Header, Status};
+use crate::protocol::{self, Frame, FrameBuf, Header, Message, Status};
 
 pub(crate) use incoming::{Admission, Cancel, Limits};
 pub(crate) use send::Batch;
 
-use incoming::{Incoming, Request};
+use incoming::{Body, Incoming, Request};
 use lifecycle::{Lifecycle, Step};
 use outgoing::{Outgoing, Stage};
 use send::{Refused, SendQueue, Tag};
@@ -66,6 +68,8 @@ pub(crate) struct CoreConfig {
     /// From the peer's Hello.
     pub(crate) peer_max_frame: usize,
     pub(crate) peer_max_calls: u32,
+    /// This side's maximum message size, if both sides take messages in parts.
+    pub(crate) max_message: Option<usize>,
 }
 
 /// A call of the peer's to run.
@@ -89,11 +93,12 @@ pub(crate) struct Core {
     timers: Timers,
     life: Lifecycle,
     peer_max_frame: usize,
+    max_message: Option<usize>,
     keepalive_timeout: Duration,
     wakes: Vec<Waker>,
     /// The driver's timer must be re-armed (an earlier deadline, or the phase changed).
     rearm: bool,
-    released: Vec<(u64, Frame)>,
+    released: Vec<(u64, Message)>,
     admitted: Vec<Tag>,
 }
 
@@ -134,6 +139,7 @@ impl Core {
             ),
             life: Lifecycle::new(),
             peer_max_frame: cfg.peer_max_frame,
+            max_message: cfg.max_message,
             keepalive_timeout: cfg.keepalive_timeout,
             wakes: Vec::new(),
             rearm: false,
@@ -163,7 +169,7 @@ impl Core {
     }
 
     /// Queues the final frame of the peer's call `id` after its other frames.
-    fn final_frame(&mut self, id: u64, frame: Frame) {
+    fn final_frame(&mut self, id: u64, frame: impl Into<Message>) {
         let _ = self.send.data(frame, Tag::Reply(id));
     }
 
@@ -195,6 +201,20 @@ impl Core {
                 timeout_ms,
                 window,
             } => {
+                if matches!(self.life.phase(), lifecycle::Phase::Finishing) {
+                    // Nothing could be sent any more: the call fails with the connection.
+                    return Ok(None);
+                }
+                let (body, body_len) = match self.inc.body(id, body)? {
+                    Body::Whole(b) => {
+                        let len = b.len();
+                        (b, len)
+                    }
+                    Body::Refused(code, message) => {
+                        self.refuse(id, code, message);
+                        return Ok(None);
+                    }
+                };
                 let req = Request {
                     id,
                     service,
@@ -202,19 +222,8 @@ impl Core {
                     timeout_ms,
                     window,
                 };
-                if matches!(self.life.phase(), lifecycle::Phase::Finishing) {
-                    // Nothing could be sent any more: the call fails with the connection.
-                    return Ok(None);
-                }
                 match self.inc.admit(req, now, !self.life.takes_requests())? {
-                    Admission::Refuse(code, message) => {
-                        let frame = self.error_frame(id, code, message);
-                        if let Err(Refused::Overflow) = self.send.control(frame) {
-                            self.close(
-                                "the peer is not reading (too many frames waiting to be sent)",
-                            );
-                        }
-                    }
+                    Admission::Refuse(code, message) => self.refuse(id, code, message),
                     Admission::Run { deadline, cancel } => {
                         if let Some(d) = deadline {
                             self.rearm |= self.timers.deadline_added(d);
@@ -233,19 +242,33 @@ impl Core {
             }
             Header::Response { id, status } => {
                 let result = match status {
-                    Status::Ok => Ok(body),
+                    Status::Ok => Ok(self.out.body(id, body)?),
                     Status::Error { code, message } => Err(Error::remote(code, message)),
                 };
                 if self.out.end(id, result, &mut self.wakes) == Some(Stage::Sent) {
                     self.release_held();
                 }
             }
-            Header::StreamItem { id } => self.out.item(id, body, &mut self.wakes)?,
+            Header::StreamItem { id } => {
+                let body = self.out.body(id, body)?;
+                self.out.item(id, body, &mut self.wakes)?;
+            }
+            Header::Part { id, reply, total } => {
+                let Some(max) = self.max_message else {
+                    return Err("a part of a message, but messages in parts were not agreed".into());
+                };
+                if reply {
+                    self.out.part(id, total, &body, max)?;
+                } else if !matches!(self.life.phase(), lifecycle::Phase::Finishing) {
+                    self.inc.part(id, total, &body, max)?;
+                }
+            }
             Header::Credit { id, items } => self.inc.grant(id, items, &mut self.wakes),
             Header::Cancel { id } => {
                 // Nothing more goes out for it, not even what is queued — its final frame
                 // included, if the handler has just finished.
                 self.withdraw(Tag::Reply(id));
+                self.inc.drop_partial(id);
                 if let Some(mut served) = self.inc.remove(id) {
                     served.cancel.cancel();
                     served.wake_producer(&mut self.wakes);
@@ -274,6 +297,14 @@ impl Core {
             }
         }
         Ok(None)
+    }
+
+    /// Answers the peer's request `id` with an error, without running it.
+    fn refuse(&mut self, id: u64, code: ErrorCode, message: String) {
+        let frame = self.error_frame(id, code, message);
+        if let Err(Refused::Overflow) = self.send.control(frame) {
+            self.close("the peer is not reading (too many frames waiting to be sent)");
+        }
     }
 
     /// The peer broke the protocol: it is told why (GoAway), then the connection finishes.
@@ -306,7 +337,7 @@ impl Core {
     /// The final frame of the peer's call `id` (its response, or the end of its stream):
     /// queued if the call is still in the table, which it then leaves. `false` if it had left
     /// already (cancelled, expired, connection ending): the frame is dropped.
-    pub(crate) fn respond(&mut self, now: Instant, id: u64, frame: Frame) -> bool {
+    pub(crate) fn respond(&mut self, now: Instant, id: u64, frame: impl Into<Message>) -> bool {
         let Some(mut served) = self.inc.remove(id) else {
             return false;
         };
@@ -346,7 +377,7 @@ impl Core {
     /// `false` if the call is gone.
     ///
     /// [`poll_send_item`]: Self::poll_send_item
-    pub(crate) fn send_item(&mut self, id: u64, frame: Frame) -> bool {
+    pub(crate) fn send_item(&mut self, id: u64, frame: impl Into<Message>) -> bool {
         if self.inc.get_mut(id).is_none() {
             return false;
         }

@@ -113,6 +113,7 @@ impl Sim {
                 },
                 peer_max_frame: 1 << 20,
                 peer_max_calls: 1,
+                max_message: Some(1 << 20),
             },
         );
         Sim {
@@ -173,9 +174,10 @@ impl Sim {
                             timeout_ms: Some(10),
                             window: 0,
                         };
-                        Ok(Frame::from(
-                            FrameBuf::new(&header, 0).finish(usize::MAX).unwrap(),
-                        ))
+                        Ok(
+                            Frame::from(FrameBuf::new(&header, 0).finish(usize::MAX).unwrap())
+                                .into(),
+                        )
                     },
                     deadline,
                     None,
@@ -269,7 +271,7 @@ impl Sim {
                 )
                 .finish(usize::MAX)
                 .unwrap();
-                self.core.respond(self.now, id, f.into());
+                self.core.respond(self.now, id, Frame::from(f));
             }
             Ev::PeerCancel(j) => {
                 let id = peer_id(j);

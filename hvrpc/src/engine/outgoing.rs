@@ -12,7 +12,9 @@
 //!    peer nothing: it can end (deadline, cancel) without a frame.
 //! 4. **Credit.** A stream accepts no more items than it has granted; one more is a protocol
 //!    violation by the peer.
-//! 5. **Deadlines** are checked against the clock given to [`Outgoing::expire`]; no call
+//! 5. **Replies in parts** are kept only for calls on the wire, one at a time per call (a
+//!    stream's next item in parts only with credit for it), and dropped with the call's end.
+//! 6. **Deadlines** are checked against the clock given to [`Outgoing::expire`]; no call
 //!    outlives its deadline by more than the driver's timer resolution.
 
 use std::collections::{HashMap, VecDeque};
@@ -22,8 +24,9 @@ use std::task::Waker;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::assembly::Partial;
 use crate::error::Error;
-use crate::protocol::Frame;
+use crate::protocol::Message;
 
 /// Fibonacci hashing of a `u64` call id: ids are chosen by this side (sequential), so a plain
 /// multiplicative hash spreads them and a peer cannot pick colliding ones.
@@ -68,12 +71,14 @@ pub(crate) struct StreamState {
 pub(crate) struct Call {
     pub(crate) stage: Stage,
     /// The request, while held.
-    pub(crate) held: Option<Frame>,
+    pub(crate) held: Option<Message>,
     pub(crate) deadline: Option<Instant>,
     pub(crate) stream: Option<StreamState>,
     /// Unary: the response body; streams: the end (an empty body).
     pub(crate) outcome: Option<Result<Bytes, Error>>,
     pub(crate) waker: Option<Waker>,
+    /// The reply arriving in parts.
+    partial: Option<Partial>,
 }
 
 /// The table of this side's calls.
@@ -122,10 +127,11 @@ impl Outgoing {
     /// Returns its id and the frame if it may go out now, or `None` if it is held for a slot.
     pub(crate) fn start(
         &mut self,
-        frame: Frame,
+        frame: impl Into<Message>,
         deadline: Option<Instant>,
         stream: Option<StreamState>,
-    ) -> (u64, Option<Frame>) {
+    ) -> (u64, Option<Message>) {
+        let frame = frame.into();
         let id = self.next_id;
         self.next_id += 1;
         self.started += 1;
@@ -155,6 +161,7 @@ impl Outgoing {
                 stream,
                 outcome: None,
                 waker: None,
+                partial: None,
             },
         );
         (id, out)
@@ -182,13 +189,14 @@ impl Outgoing {
         }
         call.stage = Stage::Done;
         call.held = None;
+        call.partial = None;
         call.outcome = Some(outcome);
         wake.extend(call.waker.take());
         Some(was)
     }
 
     /// Frames of held calls that may go out now that slots are free (in order).
-    pub(crate) fn release(&mut self, out: &mut Vec<(u64, Frame)>) {
+    pub(crate) fn release(&mut self, out: &mut Vec<(u64, Message)>) {
         while self.on_wire < self.limit {
             let Some(id) = self.held.pop_front() else {
                 break;
@@ -216,6 +224,45 @@ impl Outgoing {
                 Ended::Abandoned(Stage::Sent)
             }
             Stage::Held => Ended::Abandoned(Stage::Held),
+        }
+    }
+
+    /// A part of the reply (response or stream item) of call `id`, announcing `total` bytes;
+    /// this side takes messages of at most `max_message`. Parts for calls not on the wire
+    /// are dropped; `Err` is a protocol violation.
+    pub(crate) fn part(
+        &mut self,
+        id: u64,
+        total: u64,
+        piece: &[u8],
+        max_message: usize,
+    ) -> Result<(), String> {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return Ok(());
+        };
+        if call.stage != Stage::Sent {
+            return Ok(());
+        }
+        if call.stream.as_ref().is_some_and(|s| s.credit == 0) {
+            return Err(format!(
+                "a part of a stream item for call {id} beyond the granted window"
+            ));
+        }
+        match call.partial.as_mut() {
+            Some(p) => p.push(total, piece),
+            None => {
+                call.partial = Some(Partial::start(total, max_message, piece)?);
+                Ok(())
+            }
+        }
+    }
+
+    /// The body of a reply of call `id` whose ordinary frame carried `last`: with its parts,
+    /// if it had any.
+    pub(crate) fn body(&mut self, id: u64, last: Bytes) -> Result<Bytes, String> {
+        match self.calls.get_mut(&id).and_then(|c| c.partial.take()) {
+            Some(p) => p.finish(&last),
+            None => Ok(last),
         }
     }
 
@@ -320,6 +367,8 @@ impl Outgoing {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    use crate::protocol::Frame;
 
     fn frame(id: u64) -> Frame {
         Frame::from(Bytes::from(id.to_be_bytes().to_vec()))

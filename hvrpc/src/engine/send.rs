@@ -7,25 +7,37 @@
 //!    two frames never interleave, whoever writes.
 //! 2. **Order.** Control frames (not bound to the order of any call's frames: pings, pongs,
 //!    credits, cancels, go-aways, refusals) go before data frames not yet taken; data frames
-//!    (requests, stream items, responses of admitted calls) leave in the order they were queued.
-//! 3. **Budget.** Data frames are admitted while fewer than `budget` bytes of data wait to be
+//!    (requests, stream items, responses of admitted calls) leave in the order they were queued,
+//!    per call: a frame of a call whose message goes in parts waits until its last part is
+//!    taken.
+//! 3. **Interleaving.** A message in parts ([`Message::Parts`]) gives up the line after each
+//!    batch's worth of pieces: every batch takes the whole frames waiting first (up to
+//!    [`BATCH_BYTES`]), then pieces of the messages in parts, round-robin (up to
+//!    [`BATCH_BYTES`] more). A bulk transfer never keeps a small call's frame waiting for more
+//!    than a batch.
+//! 4. **Budget.** Data frames are admitted while fewer than `budget` bytes of data wait to be
 //!    written; later ones wait in `blocked`, in order, and are admitted as bytes are written.
-//!    A frame larger than the budget is admitted when nothing else waits, so it still goes.
-//! 4. **A peer that does not read** lets control frames pile up: more than [`MAX_CONTROL`] is an
+//!    A frame larger than the budget is admitted when nothing else waits, so it still goes. A
+//!    message in parts counts one piece ([`Message::budget_len`]); a stream's producer waits
+//!    while its call has one queued ([`SendQueue::is_blocked`]), so it holds at most one.
+//! 5. **A peer that does not read** lets control frames pile up: more than [`MAX_CONTROL`] is an
 //!    overflow, and the connection ends.
-//! 5. **Withdrawal.** A data frame not yet taken by the writer can be withdrawn (its call was
-//!    cancelled or expired first); once taken, it goes out whole.
-//! 6. **Sealing.** Once sealed (the connection is finishing) nothing more is accepted; what is
+//! 6. **Withdrawal.** A call's data frames not yet taken by the writer can be withdrawn (its
+//!    call was cancelled or expired first); once taken, a frame goes out whole. Withdrawing a
+//!    message in parts of which some part was taken drops the rest, and reports that the peer
+//!    has seen some of it (so a request's Cancel goes out).
+//! 7. **Sealing.** Once sealed (the connection is finishing) nothing more is accepted; what is
 //!    queued still goes.
 
 use std::collections::VecDeque;
 
-use crate::protocol::Frame;
+use crate::protocol::{Frame, Message, Parts};
 
 /// Control frames that may wait; a peer that makes more pile up is not reading.
 pub(crate) const MAX_CONTROL: usize = 4096;
 
-/// Beyond its first frame, a batch takes data frames up to this many bytes.
+/// Beyond its first frame, a batch takes whole data frames up to this many bytes, then pieces
+/// of messages in parts up to as many again.
 const BATCH_BYTES: usize = 256 * 1024;
 
 /// Whose frame a data frame is, so that it can be withdrawn or its admission reported.
@@ -39,8 +51,22 @@ pub(crate) enum Tag {
 
 #[derive(Debug)]
 struct Queued {
-    frame: Frame,
+    msg: Message,
     tag: Tag,
+}
+
+impl Queued {
+    fn is_parts(&self) -> bool {
+        matches!(self.msg, Message::Parts(_))
+    }
+}
+
+/// A message in parts being written, and its call's frames queued behind it.
+#[derive(Debug)]
+struct Active {
+    tag: Tag,
+    parts: Box<Parts>,
+    then: VecDeque<Queued>,
 }
 
 /// What the writer writes next: whole frames.
@@ -57,6 +83,13 @@ pub(crate) struct SendQueue {
     control: VecDeque<Frame>,
     data: VecDeque<Queued>,
     blocked: VecDeque<Queued>,
+    /// Messages in parts of which the writer has taken the first frames.
+    active: VecDeque<Active>,
+    /// Messages in parts anywhere in the queue (so that the common case looks for none).
+    parted: usize,
+    /// Calls whose message in parts was taken whole by the batch being written: reported as
+    /// admitted once it is written (their producers may go on).
+    finished: Vec<Tag>,
     /// Bytes of data frames admitted and not yet written (queued or in the writer's batch).
     data_bytes: usize,
     budget: usize,
@@ -81,6 +114,9 @@ impl SendQueue {
             control: VecDeque::new(),
             data: VecDeque::new(),
             blocked: VecDeque::new(),
+            active: VecDeque::new(),
+            parted: 0,
+            finished: Vec::new(),
             data_bytes: 0,
             budget: budget.max(1),
             writing: false,
@@ -101,14 +137,20 @@ impl SendQueue {
         Ok(())
     }
 
-    /// Queues a data frame; `Ok(false)` if it waits for budget (blocked).
-    pub(crate) fn data(&mut self, frame: Frame, tag: Tag) -> Result<bool, Refused> {
+    /// Queues a data message; `Ok(false)` if it waits for budget (blocked).
+    pub(crate) fn data(&mut self, msg: impl Into<Message>, tag: Tag) -> Result<bool, Refused> {
         if self.sealed {
             return Err(Refused::Sealed);
         }
-        let q = Queued { frame, tag };
+        let q = Queued {
+            msg: msg.into(),
+            tag,
+        };
+        if q.is_parts() {
+            self.parted += 1;
+        }
         if self.blocked.is_empty() && self.data_bytes < self.budget {
-            self.data_bytes += q.frame.len();
+            self.data_bytes += q.msg.budget_len();
             self.data.push_back(q);
             Ok(true)
         } else {
@@ -121,29 +163,64 @@ impl SendQueue {
     #[cfg(test)]
     pub(crate) fn is_queued(&self, tag: Tag) -> bool {
         self.data.iter().chain(&self.blocked).any(|q| q.tag == tag)
+            || self.active.iter().any(|a| a.tag == tag)
     }
 
-    /// Whether a frame of `tag` waits for budget.
+    /// Whether `tag`'s producer should wait before queuing more: a frame of it waits for
+    /// budget, or a message of it in parts is not yet taken whole.
     pub(crate) fn is_blocked(&self, tag: Tag) -> bool {
         self.blocked.iter().any(|q| q.tag == tag)
+            || (self.parted > 0
+                && (self.active.iter().any(|a| a.tag == tag)
+                    || self.data.iter().any(|q| q.tag == tag && q.is_parts())))
     }
 
-    /// Removes the data frames of `tag` not yet taken by the writer; whether any was there.
-    /// The room freed lets blocked frames in (their tags are added to `admitted`).
+    /// Removes the data frames of `tag` not yet taken by the writer; whether any was there
+    /// and the peer has seen nothing of it (no part of a message in parts was taken). The
+    /// room freed lets blocked frames in (their tags are added to `admitted`).
     pub(crate) fn withdraw(&mut self, tag: Tag, admitted: &mut Vec<Tag>) -> bool {
-        let before = self.data.len() + self.blocked.len();
+        let mut found = false;
+        let mut seen = false;
         let mut freed = 0;
+        let mut parted = 0;
+        let mut drop_it = |q: &Queued, counted: bool| {
+            found = true;
+            if counted {
+                freed += q.msg.budget_len();
+            }
+            if q.is_parts() {
+                parted += 1;
+            }
+        };
         self.data.retain(|q| {
             let keep = q.tag != tag;
             if !keep {
-                freed += q.frame.len();
+                drop_it(q, true);
             }
             keep
         });
-        self.data_bytes -= freed;
-        self.blocked.retain(|q| q.tag != tag);
+        self.blocked.retain(|q| {
+            let keep = q.tag != tag;
+            if !keep {
+                drop_it(q, false);
+            }
+            keep
+        });
+        if let Some(at) = self.active.iter().position(|a| a.tag == tag)
+            && let Some(a) = self.active.remove(at)
+        {
+            for q in &a.then {
+                drop_it(q, true);
+            }
+            found = true;
+            seen = a.parts.is_started();
+            freed += a.parts.piece_len();
+            parted += 1;
+        }
+        self.parted -= parted;
+        self.data_bytes -= freed.min(self.data_bytes);
         self.admit(admitted);
-        before != self.data.len() + self.blocked.len()
+        found && !seen
     }
 
     /// Moves blocked frames into the queue while there is room.
@@ -152,7 +229,7 @@ impl SendQueue {
             let Some(q) = self.blocked.pop_front() else {
                 break;
             };
-            self.data_bytes += q.frame.len();
+            self.data_bytes += q.msg.budget_len();
             admitted.push(q.tag);
             self.data.push_back(q);
         }
@@ -160,7 +237,7 @@ impl SendQueue {
 
     /// Takes the next batch and the write role, unless someone holds it or nothing waits.
     pub(crate) fn take(&mut self) -> Option<Batch> {
-        if self.writing || (self.control.is_empty() && self.data.is_empty()) {
+        if self.writing || !self.has_ready() {
             return None;
         }
         self.writing = true;
@@ -169,21 +246,65 @@ impl SendQueue {
             data_bytes: 0,
         };
         batch.frames.extend(self.control.drain(..));
-        while let Some(q) = self.data.pop_front() {
-            batch.data_bytes += q.frame.len();
-            batch.frames.push(q.frame);
-            if batch.data_bytes >= BATCH_BYTES {
+        let mut whole = 0;
+        while whole < BATCH_BYTES {
+            let Some(q) = self.data.pop_front() else {
                 break;
+            };
+            if self.parted > 0
+                && let Some(a) = self.active.iter_mut().find(|a| a.tag == q.tag)
+            {
+                a.then.push_back(q);
+                continue;
+            }
+            match q.msg {
+                Message::Whole(frame) => {
+                    whole += frame.len();
+                    batch.frames.push(frame);
+                }
+                Message::Parts(parts) => self.active.push_back(Active {
+                    tag: q.tag,
+                    parts,
+                    then: VecDeque::new(),
+                }),
+            }
+        }
+        batch.data_bytes = whole;
+        // Pieces up to a batch's worth: a piece that would go beyond it waits for the next
+        // batch, unless it is the first.
+        let mut pieces = 0;
+        while let Some(next) = self.active.front() {
+            if pieces > 0 && pieces + next.parts.piece_len() > BATCH_BYTES {
+                break;
+            }
+            let Some(mut a) = self.active.pop_front() else {
+                break;
+            };
+            let (frame, last) = a.parts.next_frame();
+            pieces += frame.len();
+            batch.frames.push(frame);
+            if last {
+                batch.data_bytes += a.parts.piece_len();
+                self.parted -= 1;
+                self.finished.push(a.tag);
+                // Its call's frames that waited behind it go next, in order.
+                while let Some(q) = a.then.pop_back() {
+                    self.data.push_front(q);
+                }
+            } else {
+                self.active.push_back(a);
             }
         }
         Some(batch)
     }
 
     /// The batch taken last is written: its bytes leave the budget, blocked frames are
-    /// admitted (their tags added to `admitted`), and the write role is free again.
+    /// admitted (their tags added to `admitted`, with those of messages in parts now written
+    /// whole), and the write role is free again.
     pub(crate) fn written(&mut self, mut batch: Batch, admitted: &mut Vec<Tag>) {
         self.writing = false;
         self.data_bytes -= batch.data_bytes.min(self.data_bytes);
+        admitted.append(&mut self.finished);
         self.admit(admitted);
         batch.frames.clear();
         self.spare = batch.frames;
@@ -196,12 +317,16 @@ impl SendQueue {
 
     /// Whether nothing waits and nobody writes.
     pub(crate) fn is_drained(&self) -> bool {
-        !self.writing && self.control.is_empty() && self.data.is_empty() && self.blocked.is_empty()
+        !self.writing
+            && self.control.is_empty()
+            && self.data.is_empty()
+            && self.blocked.is_empty()
+            && self.active.is_empty()
     }
 
     /// Whether frames wait that a writer could take now.
     pub(crate) fn has_ready(&self) -> bool {
-        !self.control.is_empty() || !self.data.is_empty()
+        !self.control.is_empty() || !self.data.is_empty() || !self.active.is_empty()
     }
 
     /// Accepts nothing more; what is queued still goes.
@@ -216,6 +341,9 @@ impl SendQueue {
         self.control.clear();
         self.data.clear();
         self.blocked.clear();
+        self.active.clear();
+        self.parted = 0;
+        self.finished.clear();
         self.data_bytes = 0;
     }
 }
@@ -379,5 +507,161 @@ mod tests {
             3,
             "256 KiB reached after three 100 KiB frames"
         );
+    }
+
+    /// A message in parts of `len` bytes for `tag`, in pieces of `PART_BYTES` less the room
+    /// for a header.
+    fn parts(tag: Tag, len: usize) -> Message {
+        use crate::protocol::{Header, Status};
+        let last = match tag {
+            Tag::Request(id) => Header::Request {
+                id,
+                service: 0,
+                method: 0,
+                timeout_ms: None,
+                window: 0,
+            },
+            Tag::Reply(id) => Header::Response {
+                id,
+                status: Status::Ok,
+            },
+        };
+        Message::Parts(Box::new(Parts::new(
+            last,
+            [Bytes::from(vec![7u8; len])],
+            1 << 20,
+        )))
+    }
+
+    /// Each frame of a batch as (kind, id).
+    fn kinds(b: &Batch) -> Vec<(u8, u64)> {
+        use crate::protocol::{Header, split_frame};
+        b.frames
+            .iter()
+            .map(|fr| {
+                let bytes = [&fr.head[..], &fr.tail[..]].concat();
+                match split_frame(&bytes[4..]).unwrap().0 {
+                    Header::Request { id, .. } => (1, id),
+                    Header::Response { id, .. } => (2, id),
+                    Header::StreamItem { id } => (3, id),
+                    Header::Part { id, .. } => (10, id),
+                    _ => (0, 0),
+                }
+            })
+            .collect()
+    }
+
+    fn whole(tag: Tag) -> Frame {
+        use crate::protocol::{FrameBuf, Header};
+        let header = match tag {
+            Tag::Request(id) => Header::Request {
+                id,
+                service: 0,
+                method: 0,
+                timeout_ms: None,
+                window: 0,
+            },
+            Tag::Reply(id) => Header::StreamItem { id },
+        };
+        FrameBuf::new(&header, 0).finish_frame(usize::MAX).unwrap()
+    }
+
+    #[test]
+    fn other_calls_frames_go_between_the_parts_and_the_calls_own_wait_for_its_last() {
+        let mut q = SendQueue::new(1 << 20);
+        let mut admitted = Vec::new();
+        // Three pieces: 2 x (256 KiB - 64) and the rest.
+        q.data(parts(Tag::Reply(1), 600_000), Tag::Reply(1))
+            .unwrap();
+        q.data(whole(Tag::Reply(2)), Tag::Reply(2)).unwrap();
+        // The same call's next frame (a stream's end) waits for the message's last part.
+        q.data(whole(Tag::Reply(1)), Tag::Reply(1)).unwrap();
+        let b = q.take().unwrap();
+        assert_eq!(
+            kinds(&b),
+            [(3, 2), (10, 1)],
+            "a small frame overtakes the bulk"
+        );
+        q.written(b, &mut admitted);
+        q.data(whole(Tag::Request(5)), Tag::Request(5)).unwrap();
+        let b = q.take().unwrap();
+        assert_eq!(kinds(&b), [(1, 5), (10, 1)]);
+        q.written(b, &mut admitted);
+        let b = q.take().unwrap();
+        assert_eq!(kinds(&b), [(2, 1)], "the last piece, in the Response");
+        let sizes: usize = b.frames.iter().map(Frame::len).sum();
+        assert!(sizes > 600_000 - 2 * 262_144, "{sizes}");
+        q.written(b, &mut admitted);
+        let b = q.take().unwrap();
+        assert_eq!(kinds(&b), [(3, 1)], "then the call's own frame behind it");
+        q.written(b, &mut admitted);
+        assert!(q.is_drained());
+    }
+
+    #[test]
+    fn messages_in_parts_take_turns() {
+        let mut q = SendQueue::new(1 << 20);
+        let mut admitted = Vec::new();
+        q.data(parts(Tag::Request(1), 600_000), Tag::Request(1))
+            .unwrap();
+        q.data(parts(Tag::Request(2), 600_000), Tag::Request(2))
+            .unwrap();
+        let mut order = Vec::new();
+        while let Some(b) = q.take() {
+            order.extend(kinds(&b));
+            q.written(b, &mut admitted);
+        }
+        assert_eq!(order, [(10, 1), (10, 2), (10, 1), (10, 2), (1, 1), (1, 2)]);
+    }
+
+    #[test]
+    fn a_message_in_parts_counts_one_piece_against_the_budget_and_holds_its_producer() {
+        let mut q = SendQueue::new(1 << 20);
+        let mut admitted = Vec::new();
+        assert!(
+            q.data(parts(Tag::Reply(1), 10 << 20), Tag::Reply(1))
+                .unwrap()
+        );
+        assert!(
+            q.data(whole(Tag::Reply(2)), Tag::Reply(2)).unwrap(),
+            "10 MiB in parts do not fill a 1 MiB budget"
+        );
+        assert!(q.is_blocked(Tag::Reply(1)), "its producer waits");
+        assert!(!q.is_blocked(Tag::Reply(2)));
+        let mut batches = 0;
+        while q.has_ready() {
+            assert!(q.is_blocked(Tag::Reply(1)), "until its last part is taken");
+            let b = q.take().unwrap();
+            batches += 1;
+            q.written(b, &mut admitted);
+        }
+        assert_eq!(batches, 41, "a piece of 256 KiB less 64 bytes per batch");
+        assert_eq!(admitted, [Tag::Reply(1)], "its producer is told");
+        assert!(!q.is_blocked(Tag::Reply(1)));
+        assert!(q.is_drained());
+        // Everything written is out of the budget.
+        assert_eq!(q.data_bytes, 0);
+    }
+
+    #[test]
+    fn withdrawing_a_message_in_parts_reports_whether_the_peer_saw_some_of_it() {
+        let mut q = SendQueue::new(1 << 20);
+        let mut admitted = Vec::new();
+        q.data(parts(Tag::Request(1), 600_000), Tag::Request(1))
+            .unwrap();
+        assert!(q.withdraw(Tag::Request(1), &mut admitted), "nothing taken");
+        assert!(q.is_drained());
+        q.data(parts(Tag::Request(2), 600_000), Tag::Request(2))
+            .unwrap();
+        q.data(whole(Tag::Reply(9)), Tag::Reply(9)).unwrap();
+        let b = q.take().unwrap();
+        assert!(
+            !q.withdraw(Tag::Request(2), &mut admitted),
+            "its first part is out: the peer must be told (Cancel)"
+        );
+        q.written(b, &mut admitted);
+        assert!(q.take().is_none(), "nothing more of it goes");
+        assert!(q.is_drained());
+        assert_eq!(q.data_bytes, 0);
     }
 }

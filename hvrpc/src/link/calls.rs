@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::{Handle, Shared, Write};
 use crate::error::Error;
-use crate::protocol::Frame;
+use crate::protocol::Message;
 
 /// One of this side's calls in flight. Dropping it before its outcome cancels the call: it
 /// leaves the table, and the peer is told to stop if the request went out.
@@ -29,7 +29,7 @@ impl CallHandle {
     /// Starts a call whose request `frame(id)` builds (under the core's lock: no user code).
     pub(crate) fn start(
         handle: &Arc<Handle>,
-        frame: impl FnOnce(u64) -> Result<Frame, Error>,
+        frame: impl FnOnce(u64) -> Result<Message, Error>,
         deadline: Option<Instant>,
         stream: Option<u32>,
     ) -> Result<Self, Error> {

@@ -8,6 +8,7 @@
 
 mod encode;
 mod frame;
+mod parts;
 #[cfg(test)]
 mod tests;
 
@@ -17,6 +18,7 @@ use crate::error::ErrorCode;
 
 pub(crate) use encode::{decode_exact, encode_header, encode_into, split_frame};
 pub(crate) use frame::{Frame, FrameBuf, INLINE_TAIL, put_len_varint};
+pub(crate) use parts::{Message, Parts, PeerLimits};
 
 /// The bytes each side sends first: `HVRPC`, the major protocol version, two reserved zeros.
 pub(crate) const PREAMBLE: [u8; 8] = *b"HVRPC\x02\x00\x00";
@@ -86,6 +88,31 @@ pub(crate) enum Header {
     /// once, right after the Hello, by both sides or neither. The body is a postcard
     /// `Vec<ServiceSchema>`.
     Schemas,
+    /// Kind 10 (only between peers that both announce [`FEATURE_PARTS`]): a piece of a message
+    /// too large for one frame; the body is the piece. The message's pieces follow each other
+    /// in order, and its ordinary last frame (Request, Response or StreamItem) carries the
+    /// last piece: the receiver puts them together before it reads the message.
+    Part {
+        /// The call.
+        id: u64,
+        /// `false`: a piece of the sender's Request `id` (an id of the sender's calls);
+        /// `true`: of a Response or StreamItem of the receiver's call `id`.
+        reply: bool,
+        /// The whole message's body length, the same in every part of it.
+        total: u64,
+    },
+}
+
+/// Hello `features` bit 0: the sender takes and sends messages larger than a frame in parts
+/// (kind 10), and its Hello is followed by its [`HelloExt`].
+pub(crate) const FEATURE_PARTS: u64 = 1;
+
+/// What follows the Hello of a side announcing [`FEATURE_PARTS`] (new Hello fields go at its
+/// end: an older reader ignores them).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct HelloExt {
+    /// The largest message body (arguments or value, all parts together) the sender accepts.
+    pub(crate) max_message: u64,
 }
 
 /// How a call ended.
@@ -105,7 +132,7 @@ pub(crate) enum Status {
 /// The handshake message.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Hello {
-    /// Optional features the sender supports (none defined yet; unknown bits are ignored).
+    /// Optional features the sender supports ([`FEATURE_PARTS`]; unknown bits are ignored).
     pub(crate) features: u64,
     /// The largest frame payload the sender accepts.
     pub(crate) max_frame: u32,

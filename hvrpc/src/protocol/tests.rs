@@ -261,6 +261,14 @@ fn protocol_doc_matches_golden_bytes() {
             },
             &[],
         ),
+        frame(
+            Header::Part {
+                id: 3,
+                reply: true,
+                total: 300,
+            },
+            &[1, 2],
+        ),
     ];
     for f in frames {
         assert!(
@@ -446,4 +454,88 @@ fn advancing_a_frame_crosses_from_head_to_tail() {
     assert_eq!(f.len(), 3);
     f.advance(10);
     assert!(f.is_empty());
+}
+
+#[test]
+fn golden_part_and_hello_ext() {
+    assert_eq!(
+        frame(
+            Header::Part {
+                id: 3,
+                reply: true,
+                total: 300
+            },
+            &[1, 2]
+        ),
+        [
+            0, 0, 0, 7,  // length
+            10, // kind 10: Part
+            3,  // id
+            1,  // reply: true
+            0xac, 0x02, // total 300
+            1, 2, // the piece
+        ]
+    );
+    let mut ext = BytesMut::new();
+    encode_into(
+        &HelloExt {
+            max_message: 1 << 30,
+        },
+        &mut ext,
+    )
+    .unwrap();
+    assert_eq!(&ext[..], [0x80, 0x80, 0x80, 0x80, 0x04]);
+}
+
+/// What a message in parts looks like on the wire, for every size around a piece: the pieces
+/// are the body in order (from both segments, uncopied), every frame fits, and the last frame
+/// is the message's own.
+#[test]
+fn parts_cut_a_body_into_frames_that_fit_and_put_back_together_exactly() {
+    let max_frame = 1024;
+    let last = Header::StreamItem { id: 77 };
+    for len in [961usize, 1000, 1920, 1921, 5000, 20_000] {
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let (a, b) = body.split_at(len / 3);
+        let mut parts = Parts::new(
+            last.clone(),
+            [Bytes::copy_from_slice(a), Bytes::copy_from_slice(b)],
+            max_frame,
+        );
+        let mut got = Vec::new();
+        let mut frames = 0;
+        loop {
+            let (f, is_last) = parts.next_frame();
+            frames += 1;
+            let bytes = [&f.head[..], &f.tail[..]].concat();
+            assert_eq!(
+                bytes.len() - 4,
+                u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize
+            );
+            assert!(
+                bytes.len() - 4 <= max_frame,
+                "len {len}: a frame over the limit"
+            );
+            let (header, piece) = split_frame(&bytes[4..]).unwrap();
+            got.extend_from_slice(piece);
+            if is_last {
+                assert_eq!(header, last);
+                break;
+            }
+            assert_eq!(
+                header,
+                Header::Part {
+                    id: 77,
+                    reply: true,
+                    total: len as u64
+                }
+            );
+        }
+        assert_eq!(got, body, "len {len}");
+        assert!(frames >= len.div_ceil(960), "len {len}: {frames} frames");
+        assert!(
+            frames <= len.div_ceil(960) + 1,
+            "len {len}: {frames} frames"
+        );
+    }
 }
