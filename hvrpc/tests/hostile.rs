@@ -1046,6 +1046,174 @@ async fn request_in_the_same_write_as_the_hello_is_answered_at_once() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Messages in parts (docs/PROTOCOL.md §3.1).
+
+/// Connects with `opening`, reads the server's Hello, and sends `frames`.
+async fn raw_with(ep: &Endpoint, opening: &[u8], frames: &[u8]) -> hvrpc::transport::Stream {
+    let mut io = hvrpc::transport::connect(ep).await.unwrap();
+    io.write_all(opening).await.unwrap();
+    let mut preamble = [0u8; 8];
+    io.read_exact(&mut preamble).await.unwrap();
+    assert_eq!(read_frame(&mut io).await.unwrap()[0], 0, "no Hello");
+    io.write_all(frames).await.unwrap();
+    io
+}
+
+/// The reason of the GoAway the server ends the connection with.
+async fn go_away<S: AsyncRead + Unpin>(io: &mut S) -> String {
+    timeout(Duration::from_secs(10), async {
+        while let Some(p) = read_frame(io).await {
+            if let Some(reason) = go_away_reason(&p) {
+                return reason;
+            }
+        }
+        String::from("(closed without a GoAway)")
+    })
+    .await
+    .expect("the server did not end the connection")
+}
+
+/// The next Response: its id, and its error code if it is an error.
+async fn response<S: AsyncRead + Unpin>(io: &mut S) -> (u64, Option<u64>) {
+    timeout(Duration::from_secs(10), async {
+        loop {
+            let p = read_frame(io).await.expect("closed");
+            if p[0] == 2 {
+                let mut at = 1;
+                let id = read_varint(&p, &mut at);
+                let code = (p[at] == 1).then(|| {
+                    at += 1;
+                    read_varint(&p, &mut at)
+                });
+                return (id, code);
+            }
+        }
+    })
+    .await
+    .expect("no response")
+}
+
+fn parts_config() -> Config {
+    let mut config = Config::server();
+    config.max_message = 1 << 20;
+    config.max_concurrent_calls = 4;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_that_break_the_rules_end_the_connection_saying_which_rule() {
+    let _serial = serial().await;
+    let s = serve(parts_config()).await;
+    let bystander = Bystander::start(&s.ep).await;
+    let heap = Heap::mark();
+    let with_parts = opening_with_parts(1 << 20);
+    let cases: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
+        (
+            opening(),
+            part(1, false, 10, b"abc"),
+            "messages in parts were not agreed",
+        ),
+        (
+            with_parts.clone(),
+            part(1, false, (1 << 20) + 1, b"abc"),
+            "over the maximum message size of 1048576 bytes",
+        ),
+        (
+            with_parts.clone(),
+            [part(1, false, 4, b"abc"), part(1, false, 4, b"de")].concat(),
+            "carry 5 bytes",
+        ),
+        (
+            with_parts.clone(),
+            [part(1, false, 10, b"abc"), part(1, false, 11, b"d")].concat(),
+            "announces 11 bytes",
+        ),
+        (
+            with_parts.clone(),
+            [part(1, false, 10, b"abc"), request(1, 0, 0, b"de")].concat(),
+            "ends after 5 of its 10 bytes",
+        ),
+        (
+            with_parts.clone(),
+            (1..=5).flat_map(|id| part(id, false, 10, b"a")).collect(),
+            "more requests in parts at once than the 4 concurrent calls allowed",
+        ),
+        (
+            with_parts.clone(),
+            [
+                request(1, 0, 2, &varint_arg(10_000)),
+                part(1, false, 10, b"a"),
+            ]
+            .concat(),
+            "a part of request 1, which is in flight",
+        ),
+    ];
+    for (opening, frames, rule) in cases {
+        let mut io = raw_with(&s.ep, &opening, &frames).await;
+        let reason = go_away(&mut io).await;
+        assert!(
+            reason.starts_with("protocol violation by the peer: ") && reason.contains(rule),
+            "wanted {rule:?}, got {reason:?}"
+        );
+        until_closed(&mut io, Duration::from_secs(10)).await;
+    }
+    let growth = heap.peak_growth();
+    println!("parts breaking the rules: heap peak +{}", mib(growth));
+    assert!(growth < 1 << 20, "{}", mib(growth));
+    bystander.finish("parts breaking the rules").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_parts_over_the_bytes_limit_is_refused_without_being_kept() {
+    let _serial = serial().await;
+    let mut config = Config::server();
+    config.max_request_bytes = 1 << 20;
+    config.max_message = 64 << 20;
+    let s = serve(config).await;
+    let bystander = Bystander::start(&s.ep).await;
+    // echo(s) of a 16 MiB string, in pieces of 512 KiB.
+    let len = 16u64 << 20;
+    let mut body = varint_arg(len);
+    body.resize(body.len() + len as usize, b'a');
+    let total = body.len() as u64;
+    let mut io = raw_with(&s.ep, &opening_with_parts(1 << 20), &[]).await;
+    // (This side's own 16 MiB are live already: the growth is the server's.)
+    let heap = Heap::mark();
+    let mut pieces = body.chunks(512 << 10).peekable();
+    while let Some(piece) = pieces.next() {
+        let frame = if pieces.peek().is_some() {
+            part(1, false, total, piece)
+        } else {
+            request(1, 0, 0, piece)
+        };
+        io.write_all(&frame).await.unwrap();
+    }
+    drop(body);
+    assert_eq!(response(&mut io).await, (1, Some(7)), "ResourceExhausted");
+    let growth = heap.peak_growth();
+    println!(
+        "16 MiB request in parts over a 1 MiB limit: heap peak +{}",
+        mib(growth)
+    );
+    assert!(growth < 4 << 20, "{}", mib(growth));
+    // The connection goes on: a request in parts within the limits, once another's parts
+    // were cancelled, and parts of replies to calls the server never made (ignored).
+    let hello: Vec<u8> = string_arg("hello world");
+    let mut frames = Vec::new();
+    for id in 2..=5 {
+        frames.extend(part(id, false, 100, b"x"));
+    }
+    frames.extend(id_frame(5, 2, None)); // Cancel 2: its parts are dropped.
+    frames.extend(part(99, true, 10, b"abc"));
+    frames.extend(part(6, false, hello.len() as u64, &hello[..5]));
+    frames.extend(request(6, 0, 0, &hello[5..]));
+    io.write_all(&frames).await.unwrap();
+    assert_eq!(response(&mut io).await, (6, None));
+    assert_eq!(logged(&["protocol violation"]), 0);
+    bystander.finish("requests in parts over the limit").await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Authorization.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,8 @@
 //! The scope: two calls of this side's (unary, with a deadline; the peer takes one at a time,
 //! so the second waits for a slot), two calls of the peer's, a send budget of one byte (so
 //! frames wait for room), a clock that jumps past every deadline, and a peer that answers,
-//! cancels, pings back and goes away.
+//! cancels, pings back and goes away. With `large`, call 1 of each side sends its message in
+//! three parts, so the rules are checked with parts interleaving with other frames too.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::*;
-use crate::protocol::{FrameBuf, Header, Status};
+use crate::protocol::{FrameBuf, Header, Parts, Status};
 
 /// What can happen next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +85,19 @@ struct Sim {
     finals: HashMap<u64, usize>,
     pings: Vec<u64>,
     closed: bool,
+    /// Call 1 of each side goes in parts.
+    large: bool,
+    /// Part frames written, per (reply, id).
+    parts: HashMap<(bool, u64), usize>,
+}
+
+/// A message of 10 bytes in parts of 4 bytes (two Part frames, then the last frame).
+fn in_parts(last: Header) -> Message {
+    Message::Parts(Box::new(Parts::new(
+        last,
+        [Bytes::from_static(b"0123456789")],
+        64 + 4,
+    )))
 }
 
 fn peer_id(j: usize) -> u64 {
@@ -96,7 +110,7 @@ fn payload(header: &Header) -> Bytes {
 }
 
 impl Sim {
-    fn new(budget: usize) -> Self {
+    fn new(budget: usize, large: bool) -> Self {
         let now = Instant::now();
         let core = Core::new(
             now,
@@ -116,6 +130,11 @@ impl Sim {
                 max_message: Some(1 << 20),
             },
         );
+        let mut core = core;
+        if large {
+            // Every batch a frame or a piece: parts and other frames interleave.
+            core.send.set_batch_bytes(1);
+        }
         Sim {
             core,
             now,
@@ -130,6 +149,8 @@ impl Sim {
             finals: HashMap::new(),
             pings: Vec::new(),
             closed: false,
+            large,
+            parts: HashMap::new(),
         }
     }
 
@@ -165,6 +186,7 @@ impl Sim {
         match ev {
             Ev::Start(k) => {
                 let deadline = Some(self.now + Duration::from_millis(10));
+                let large = self.large && k == 1;
                 let r = self.core.start_call(
                     |id| {
                         let header = Header::Request {
@@ -174,6 +196,9 @@ impl Sim {
                             timeout_ms: Some(10),
                             window: 0,
                         };
+                        if large {
+                            return Ok(in_parts(header));
+                        }
                         Ok(
                             Frame::from(FrameBuf::new(&header, 0).finish(usize::MAX).unwrap())
                                 .into(),
@@ -262,6 +287,14 @@ impl Sim {
             Ev::Handle(j) => {
                 let id = peer_id(j);
                 self.running.remove(&id);
+                if self.large && j == 1 {
+                    let last = Header::Response {
+                        id,
+                        status: Status::Ok,
+                    };
+                    self.core.respond(self.now, id, in_parts(last));
+                    return self.after();
+                }
                 let f = FrameBuf::new(
                     &Header::Response {
                         id,
@@ -327,6 +360,11 @@ impl Sim {
             }
             Ev::Close => self.core.close("closed by the model"),
         }
+        self.after();
+    }
+
+    /// What follows every event: the connection's end decides the calls still open.
+    fn after(&mut self) {
         if self.core.is_closed() && !self.closed {
             self.closed = true;
             for k in 0..2 {
@@ -343,9 +381,39 @@ impl Sim {
         self.core.send.is_queued(Tag::Request(id))
     }
 
+    /// Whether the peer has seen any of this side's request `id` (a part, or all of it).
+    fn seen_any(&self, id: u64) -> bool {
+        self.seen.contains(&id) || self.parts.contains_key(&(false, id))
+    }
+
     fn on_wire(&mut self, h: Header) {
         match &h {
+            Header::Part { id, reply, total } => {
+                assert_eq!(*total, 10);
+                let ended_before = !reply
+                    && self.ours.iter().flatten().any(|c| {
+                        c.id == *id && (c.abandoned || c.expect == Some(Outcome::Deadline))
+                    });
+                assert!(
+                    !ended_before,
+                    "a part of request {id} after its call had ended"
+                );
+                assert!(
+                    !(*reply && self.peer_cancelled.contains(id)),
+                    "a part for the peer's call {id} after it cancelled it"
+                );
+                let n = self.parts.entry((*reply, *id)).or_default();
+                *n += 1;
+                assert!(*n <= 2, "too many parts of {id}");
+            }
             Header::Request { id, .. } => {
+                if self.large && self.ours[1].as_ref().is_some_and(|c| c.id == *id) {
+                    assert_eq!(
+                        self.parts.get(&(false, *id)),
+                        Some(&2),
+                        "request {id} ended before its parts"
+                    );
+                }
                 assert!(self.seen.insert(*id), "request {id} written twice");
                 let ended_before =
                     self.ours.iter().flatten().any(|c| {
@@ -358,18 +426,25 @@ impl Sim {
             }
             Header::Cancel { id } => {
                 assert!(
-                    self.seen.contains(id),
+                    self.seen_any(*id),
                     "a Cancel for {id} overtook its Request: {:?}",
                     self.wire
                 );
             }
-            Header::Response { id, .. } => {
+            Header::Response { id, status } => {
                 // (A refusal queued before the Cancel may still go: the caller ignores frames
                 // for calls it cancelled.)
                 assert!(
                     !(self.peer_cancelled.contains(id) && self.admitted.contains(id)),
                     "a frame for the peer's call {id} after it cancelled it"
                 );
+                if self.large && *id == peer_id(1) && *status == Status::Ok {
+                    assert_eq!(
+                        self.parts.get(&(true, *id)),
+                        Some(&2),
+                        "the response of {id} before its parts"
+                    );
+                }
                 let n = self.finals.entry(*id).or_default();
                 *n += 1;
                 assert_eq!(*n, 1, "two final frames for the peer's call {id}");
@@ -391,7 +466,7 @@ impl Sim {
         if !self.closed {
             for c in self.ours.iter().flatten() {
                 let gave_up = c.abandoned || c.expect == Some(Outcome::Deadline);
-                if gave_up && self.seen.contains(&c.id) && !self.answered.contains(&c.id) {
+                if gave_up && self.seen_any(c.id) && !self.answered.contains(&c.id) {
                     let cancelled = self
                         .wire
                         .iter()
@@ -426,11 +501,17 @@ impl Sim {
 }
 
 /// Runs every sequence of `alphabet` up to `depth` events, each on a fresh core.
-fn explore(alphabet: &[Ev], depth: usize, budget: usize) -> usize {
-    fn go(prefix: &mut Vec<Ev>, alphabet: &[Ev], depth: usize, budget: usize, n: &mut usize) {
+fn explore(alphabet: &[Ev], depth: usize, budget: usize, large: bool) -> usize {
+    fn go(
+        prefix: &mut Vec<Ev>,
+        alphabet: &[Ev],
+        depth: usize,
+        (budget, large): (usize, bool),
+        n: &mut usize,
+    ) {
         // Replay the prefix, then check its end state.
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut sim = Sim::new(budget);
+            let mut sim = Sim::new(budget, large);
             for &ev in prefix.iter() {
                 sim.apply(ev);
             }
@@ -455,12 +536,12 @@ fn explore(alphabet: &[Ev], depth: usize, budget: usize) -> usize {
         }
         for ev in options {
             prefix.push(ev);
-            go(prefix, alphabet, depth, budget, n);
+            go(prefix, alphabet, depth, (budget, large), n);
             prefix.pop();
         }
     }
     let mut n = 0;
-    go(&mut Vec::new(), alphabet, depth, budget, &mut n);
+    go(&mut Vec::new(), alphabet, depth, (budget, large), &mut n);
     n
 }
 
@@ -489,7 +570,7 @@ fn this_sides_calls_end_exactly_once_and_cancels_follow_their_requests() {
         Close,
     ];
     for budget in [1, 1 << 20] {
-        let n = explore(&alphabet, depth(6), budget);
+        let n = explore(&alphabet, depth(6), budget, false);
         println!("this side's calls, send budget {budget}: {n} sequences");
         assert!(n > 10_000, "{n} sequences");
     }
@@ -512,7 +593,7 @@ fn the_peers_calls_get_one_final_frame_and_nothing_after_a_cancel() {
         Close,
     ];
     for budget in [1, 1 << 20] {
-        let n = explore(&alphabet, depth(6), budget);
+        let n = explore(&alphabet, depth(6), budget, false);
         println!("the peer's calls, send budget {budget}: {n} sequences");
         assert!(n > 10_000, "{n} sequences");
     }
@@ -534,7 +615,30 @@ fn both_directions_at_once() {
         Shutdown,
         Pong,
     ];
-    let n = explore(&alphabet, depth(6), 1);
+    let n = explore(&alphabet, depth(6), 1, false);
     println!("both directions: {n} sequences");
     assert!(n > 10_000, "{n} sequences");
+}
+
+#[test]
+fn messages_in_parts_interleave_in_order_end_once_and_are_cancelled_after_a_part() {
+    use Ev::*;
+    let alphabet = [
+        Start(0),
+        Start(1),
+        Abandon(1),
+        Poll(1),
+        Answer(1),
+        Request(0),
+        Request(1),
+        Handle(1),
+        PeerCancel(1),
+        Write,
+        Tick,
+    ];
+    for budget in [1, 1 << 20] {
+        let n = explore(&alphabet, depth(6), budget, true);
+        println!("messages in parts, send budget {budget}: {n} sequences");
+        assert!(n > 10_000, "{n} sequences");
+    }
 }

@@ -54,7 +54,6 @@ impl Message {
             Message::Parts(p) => p.piece,
         }
     }
-
 }
 
 /// A body too large for one frame, with the header of its last frame.

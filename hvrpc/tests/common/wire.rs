@@ -88,3 +88,35 @@ pub(crate) async fn read_frame<S: AsyncRead + Unpin>(io: &mut S) -> Option<Vec<u
     io.read_exact(&mut p).await.ok()?;
     Some(p)
 }
+
+/// [`opening`], announcing messages in parts (features bit 0) of at most `max_message` bytes.
+pub(crate) fn opening_with_parts(max_message: u64) -> Vec<u8> {
+    let mut hello = vec![0u8, 1];
+    varint(1 << 20, &mut hello);
+    varint(16, &mut hello);
+    hello.extend_from_slice(&[0, 0, 0]);
+    varint(max_message, &mut hello);
+    let mut out = b"HVRPC\x02\0\0".to_vec();
+    out.extend(framed(&hello));
+    out
+}
+
+/// A Part frame (kind 10) carrying `piece`.
+pub(crate) fn part(id: u64, reply: bool, total: u64, piece: &[u8]) -> Vec<u8> {
+    let mut p = vec![10u8];
+    varint(id, &mut p);
+    p.push(u8::from(reply));
+    varint(total, &mut p);
+    p.extend_from_slice(piece);
+    framed(&p)
+}
+
+/// The reason of a GoAway payload (kind 8).
+pub(crate) fn go_away_reason(p: &[u8]) -> Option<String> {
+    if p.first() != Some(&8) {
+        return None;
+    }
+    let mut at = 1;
+    let len = read_varint(p, &mut at) as usize;
+    Some(String::from_utf8_lossy(p.get(at..at + len)?).into_owned())
+}
