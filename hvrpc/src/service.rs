@@ -209,8 +209,7 @@ impl Body {
         let len = self.len();
         let max_frame = peer.max_frame;
         match peer.max_message {
-            // (The header is under 64 bytes: a body that leaves room for it fits.)
-            Some(max) if len + 64 > max_frame => {
+            Some(max) if protocol::goes_in_parts(len, peer) => {
                 if len > max {
                     return Err(Error::MessageTooLarge { len, max });
                 }

@@ -97,8 +97,14 @@ async fn large_arguments_and_stream_items_and_every_size_near_a_piece() {
         let data = Bytes::from(pattern(len, 9));
         assert_eq!(c.upload(data, 9).await.unwrap(), (len as u64, true));
     }
-    // Sizes around the 4 MiB frame limit and around a piece (256 KiB less 64).
+    // Sizes around a piece (256 KiB less 64: longer bodies go in parts), and around the 4 MiB
+    // frame limit and a piece beyond it.
     for len in [
+        262_000,
+        262_076,
+        262_077,
+        262_080,
+        262_144,
         (4 << 20) - 100,
         (4 << 20) - 60,
         4 << 20,

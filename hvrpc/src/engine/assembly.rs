@@ -5,6 +5,8 @@
 //! 1. **Bounded before allocating.** A message's announced length (`total`) is checked against
 //!    this side's maximum message size at its first part, before anything is kept for it; and
 //!    what is kept grows only with the bytes received, never with what the peer only announced.
+//!    The pieces are kept as they arrived (no copy) and copied once, into a buffer of exactly
+//!    `total` bytes, when the message is complete.
 //! 2. **Exact.** Every part of a message announces the same `total`; the pieces never exceed
 //!    it, and with the last one (in the message's ordinary frame) they are exactly `total`
 //!    bytes. Anything else is a protocol violation.
@@ -15,23 +17,25 @@ use bytes::{Bytes, BytesMut};
 #[derive(Debug)]
 pub(crate) struct Partial {
     total: u64,
-    buf: BytesMut,
+    pieces: Vec<Bytes>,
+    len: u64,
 }
 
 impl Partial {
     /// The first part of a message of `total` bytes, for a side taking at most `max`.
-    pub(crate) fn start(total: u64, max: usize, piece: &[u8]) -> Result<Partial, String> {
+    pub(crate) fn start(total: u64, max: usize, piece: Bytes) -> Result<Partial, String> {
         check_total(total, max)?;
         let mut partial = Partial {
             total,
-            buf: BytesMut::new(),
+            pieces: Vec::new(),
+            len: 0,
         };
         partial.push(total, piece)?;
         Ok(partial)
     }
 
     /// The next part.
-    pub(crate) fn push(&mut self, total: u64, piece: &[u8]) -> Result<(), String> {
+    pub(crate) fn push(&mut self, total: u64, piece: Bytes) -> Result<(), String> {
         if total != self.total {
             return Err(format!(
                 "a part announces {total} bytes, an earlier part of the same message {}",
@@ -39,22 +43,27 @@ impl Partial {
             ));
         }
         self.check_room(piece.len())?;
-        self.buf.extend_from_slice(piece);
+        self.len += piece.len() as u64;
+        self.pieces.push(piece);
         Ok(())
     }
 
     /// The message, with `last`, the body of its ordinary frame.
-    pub(crate) fn finish(mut self, last: &[u8]) -> Result<Bytes, String> {
+    pub(crate) fn finish(self, last: &[u8]) -> Result<Bytes, String> {
         self.check_room(last.len())?;
-        self.buf.extend_from_slice(last);
-        let got = self.buf.len() as u64;
+        let got = self.len + last.len() as u64;
         if got != self.total {
             return Err(format!(
                 "a message in parts ends after {got} of its {} bytes",
                 self.total
             ));
         }
-        Ok(self.buf.freeze())
+        let mut buf = BytesMut::with_capacity(usize::try_from(got).unwrap_or(usize::MAX));
+        for piece in &self.pieces {
+            buf.extend_from_slice(piece);
+        }
+        buf.extend_from_slice(last);
+        Ok(buf.freeze())
     }
 
     /// The message's announced length.
@@ -63,7 +72,7 @@ impl Partial {
     }
 
     fn check_room(&self, more: usize) -> Result<(), String> {
-        let after = (self.buf.len() as u64).saturating_add(more as u64);
+        let after = self.len.saturating_add(more as u64);
         if after > self.total {
             return Err(format!(
                 "the parts of a message of {} bytes carry {after} bytes or more",
@@ -88,30 +97,36 @@ pub(crate) fn check_total(total: u64, max: usize) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn b(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
     #[test]
     fn pieces_make_the_message_exactly() {
-        let mut p = Partial::start(10, 100, b"abcd").unwrap();
-        p.push(10, b"efg").unwrap();
+        let mut p = Partial::start(10, 100, b("abcd")).unwrap();
+        p.push(10, b("efg")).unwrap();
         assert_eq!(&p.finish(b"hij").unwrap()[..], b"abcdefghij");
     }
 
     #[test]
     fn the_total_is_checked_before_anything_is_kept() {
-        let e = Partial::start(101, 100, b"x").unwrap_err();
+        let e = Partial::start(101, 100, b("x")).unwrap_err();
         assert!(e.contains("over the maximum message size of 100"), "{e}");
-        // A huge announcement with a small piece keeps only the piece.
-        let p = Partial::start(u32::MAX.into(), usize::MAX, b"x").unwrap();
-        assert!(p.buf.capacity() < 1024, "{}", p.buf.capacity());
+        // A huge announcement with a small piece keeps only the piece, as it came.
+        let piece = b("x");
+        let p = Partial::start(u32::MAX.into(), usize::MAX, piece.clone()).unwrap();
+        assert_eq!(p.pieces.len(), 1);
+        assert_eq!(p.pieces[0].as_ptr(), piece.as_ptr(), "copied");
     }
 
     #[test]
     fn parts_that_disagree_or_overflow_or_fall_short_are_violations() {
-        let mut p = Partial::start(5, 100, b"ab").unwrap();
-        assert!(p.push(6, b"c").unwrap_err().contains("announces 6 bytes"));
-        assert!(p.push(5, b"cdef").unwrap_err().contains("carry 6 bytes"));
+        let mut p = Partial::start(5, 100, b("ab")).unwrap();
+        assert!(p.push(6, b("c")).unwrap_err().contains("announces 6 bytes"));
+        assert!(p.push(5, b("cdef")).unwrap_err().contains("carry 6 bytes"));
         let short = p.finish(b"c").unwrap_err();
         assert!(short.contains("ends after 3 of its 5 bytes"), "{short}");
-        let p = Partial::start(2, 100, b"ab").unwrap();
+        let p = Partial::start(2, 100, b("ab")).unwrap();
         assert!(p.finish(b"c").unwrap_err().contains("carry 3 bytes"));
     }
 }

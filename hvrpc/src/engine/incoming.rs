@@ -166,7 +166,7 @@ impl Incoming {
         &mut self,
         id: u64,
         total: u64,
-        piece: &[u8],
+        piece: bytes::Bytes,
         max_message: usize,
     ) -> Result<(), String> {
         if let Some(arriving) = self.partial.get_mut(&id) {

@@ -258,9 +258,9 @@ impl Core {
                     return Err("a part of a message, but messages in parts were not agreed".into());
                 };
                 if reply {
-                    self.out.part(id, total, &body, max)?;
+                    self.out.part(id, total, body, max)?;
                 } else if !matches!(self.life.phase(), lifecycle::Phase::Finishing) {
-                    self.inc.part(id, total, &body, max)?;
+                    self.inc.part(id, total, body, max)?;
                 }
             }
             Header::Credit { id, items } => self.inc.grant(id, items, &mut self.wakes),

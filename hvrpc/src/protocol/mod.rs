@@ -18,7 +18,7 @@ use crate::error::ErrorCode;
 
 pub(crate) use encode::{decode_exact, encode_header, encode_into, split_frame};
 pub(crate) use frame::{Frame, FrameBuf, INLINE_TAIL, put_len_varint};
-pub(crate) use parts::{Message, Parts, PeerLimits};
+pub(crate) use parts::{Message, Parts, PeerLimits, goes_in_parts};
 
 /// The bytes each side sends first: `HVRPC`, the major protocol version, two reserved zeros.
 pub(crate) const PREAMBLE: [u8; 8] = *b"HVRPC\x02\x00\x00";

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Frame, Header, encode_header};
+use super::{Frame, Header, INLINE_TAIL, encode_header};
 
 /// Pieces are at most this long (less if the peer's `max_frame` is smaller): other calls'
 /// frames go out between two of them, so one large message delays a small call by at most
@@ -20,7 +20,14 @@ use super::{Frame, Header, encode_header};
 pub(crate) const PART_BYTES: usize = 256 * 1024;
 
 /// Room for any header in front of a piece (the longest, a Request's, is under 40 bytes).
-const HEADER_ROOM: usize = 64;
+pub(crate) const HEADER_ROOM: usize = 64;
+
+/// Whether a body of `len` bytes goes in parts to a peer with `limits`: it does not fit one
+/// frame, or (so that it gives way to other calls' frames) is longer than a piece.
+pub(crate) fn goes_in_parts(len: usize, limits: &PeerLimits) -> bool {
+    limits.max_message.is_some()
+        && len.saturating_add(HEADER_ROOM) > limits.max_frame.min(PART_BYTES)
+}
 
 /// What the peer takes, from its Hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +115,19 @@ impl Parts {
     /// The next frame to write, and whether it is the message's last.
     pub(crate) fn next_frame(&mut self) -> (Frame, bool) {
         self.taken = true;
+        // A short segment before a long one (the length of a byte string before the bytes)
+        // is copied in front of the next piece rather than sent alone.
+        let mut inline = Bytes::new();
+        if self.rest.len() > 1
+            && let Some(front) = self.rest.front()
+            && front.len() <= INLINE_TAIL
+            && front.len() < self.piece
+        {
+            inline = self.rest.pop_front().unwrap_or_default();
+        }
+        let room = self.piece - inline.len();
         let piece = match self.rest.front_mut() {
-            Some(seg) if seg.len() > self.piece => seg.split_to(self.piece),
+            Some(seg) if seg.len() > room => seg.split_to(room),
             Some(_) => self.rest.pop_front().unwrap_or_default(),
             None => Bytes::new(),
         };
@@ -123,17 +141,18 @@ impl Parts {
                 total: self.total,
             }
         };
-        (with_tail(&header, piece), last)
+        (with_tail(&header, &inline, piece), last)
     }
 }
 
-/// A frame of `header` whose body is `tail` (not copied).
-fn with_tail(header: &Header, tail: Bytes) -> Frame {
+/// A frame of `header` whose body is `inline` (copied) then `tail` (not copied).
+fn with_tail(header: &Header, inline: &[u8], tail: Bytes) -> Frame {
     let mut room = [0u8; HEADER_ROOM];
     let hlen = encode_header(header, &mut room).unwrap_or(0);
-    let mut head = BytesMut::with_capacity(4 + hlen);
-    let len = u32::try_from(hlen + tail.len()).unwrap_or(u32::MAX);
+    let mut head = BytesMut::with_capacity(4 + hlen + inline.len());
+    let len = u32::try_from(hlen + inline.len() + tail.len()).unwrap_or(u32::MAX);
     head.put_u32(len);
     head.extend_from_slice(room.get(..hlen).unwrap_or_default());
+    head.extend_from_slice(inline);
     Frame { head, tail }
 }

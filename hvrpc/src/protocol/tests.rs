@@ -494,9 +494,13 @@ fn golden_part_and_hello_ext() {
 fn parts_cut_a_body_into_frames_that_fit_and_put_back_together_exactly() {
     let max_frame = 1024;
     let last = Header::StreamItem { id: 77 };
-    for len in [961usize, 1000, 1920, 1921, 5000, 20_000] {
+    let cases = [961usize, 1000, 1920, 1921, 5000, 20_000]
+        .into_iter()
+        .flat_map(|len| [(len, len / 3), (len, 3)]);
+    for (len, split) in cases {
         let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-        let (a, b) = body.split_at(len / 3);
+        // A long segment, or a short one (a byte string's length) and the rest.
+        let (a, b) = body.split_at(split);
         let mut parts = Parts::new(
             last.clone(),
             [Bytes::copy_from_slice(a), Bytes::copy_from_slice(b)],
