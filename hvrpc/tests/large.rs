@@ -97,8 +97,8 @@ async fn large_arguments_and_stream_items_and_every_size_near_a_piece() {
         let data = Bytes::from(pattern(len, 9));
         assert_eq!(c.upload(data, 9).await.unwrap(), (len as u64, true));
     }
-    // Sizes around a piece (256 KiB less 64: longer bodies go in parts), and around the 4 MiB
-    // frame limit and a piece beyond it.
+    // Sizes around a piece (256 KiB less 64), around the 4 MiB frame limit (longer bodies
+    // go in parts) and a piece beyond it.
     for len in [
         262_000,
         262_076,

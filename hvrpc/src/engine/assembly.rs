@@ -4,38 +4,42 @@
 //!
 //! 1. **Bounded before allocating.** A message's announced length (`total`) is checked against
 //!    this side's maximum message size at its first part, before anything is kept for it; and
-//!    what is kept grows only with the bytes received, never with what the peer only announced.
-//!    The pieces are kept as they arrived (no copy) and copied once, into a buffer of exactly
-//!    `total` bytes, when the message is complete.
+//!    what is kept grows with the bytes received: at most [`UPFRONT`] is reserved for what
+//!    the peer has only announced. Each piece is copied into the message's buffer as it
+//!    arrives, so the read buffer it came in is reused at once (keeping pieces as slices of
+//!    it would make every read allocate fresh memory).
 //! 2. **Exact.** Every part of a message announces the same `total`; the pieces never exceed
 //!    it, and with the last one (in the message's ordinary frame) they are exactly `total`
 //!    bytes. Anything else is a protocol violation.
 
 use bytes::{Bytes, BytesMut};
 
+/// The most reserved for a message before its bytes arrive; beyond it the buffer grows as they
+/// do.
+pub(crate) const UPFRONT: usize = 64 << 20;
+
 /// A message of which some parts have arrived.
 #[derive(Debug)]
 pub(crate) struct Partial {
     total: u64,
-    pieces: Vec<Bytes>,
-    len: u64,
+    buf: BytesMut,
 }
 
 impl Partial {
     /// The first part of a message of `total` bytes, for a side taking at most `max`.
-    pub(crate) fn start(total: u64, max: usize, piece: Bytes) -> Result<Partial, String> {
+    pub(crate) fn start(total: u64, max: usize, piece: &[u8]) -> Result<Partial, String> {
         check_total(total, max)?;
+        let upfront = usize::try_from(total).unwrap_or(usize::MAX).min(UPFRONT);
         let mut partial = Partial {
             total,
-            pieces: Vec::new(),
-            len: 0,
+            buf: BytesMut::with_capacity(upfront),
         };
         partial.push(total, piece)?;
         Ok(partial)
     }
 
     /// The next part.
-    pub(crate) fn push(&mut self, total: u64, piece: Bytes) -> Result<(), String> {
+    pub(crate) fn push(&mut self, total: u64, piece: &[u8]) -> Result<(), String> {
         if total != self.total {
             return Err(format!(
                 "a part announces {total} bytes, an earlier part of the same message {}",
@@ -43,27 +47,22 @@ impl Partial {
             ));
         }
         self.check_room(piece.len())?;
-        self.len += piece.len() as u64;
-        self.pieces.push(piece);
+        self.buf.extend_from_slice(piece);
         Ok(())
     }
 
     /// The message, with `last`, the body of its ordinary frame.
-    pub(crate) fn finish(self, last: &[u8]) -> Result<Bytes, String> {
+    pub(crate) fn finish(mut self, last: &[u8]) -> Result<Bytes, String> {
         self.check_room(last.len())?;
-        let got = self.len + last.len() as u64;
+        self.buf.extend_from_slice(last);
+        let got = self.buf.len() as u64;
         if got != self.total {
             return Err(format!(
                 "a message in parts ends after {got} of its {} bytes",
                 self.total
             ));
         }
-        let mut buf = BytesMut::with_capacity(usize::try_from(got).unwrap_or(usize::MAX));
-        for piece in &self.pieces {
-            buf.extend_from_slice(piece);
-        }
-        buf.extend_from_slice(last);
-        Ok(buf.freeze())
+        Ok(self.buf.freeze())
     }
 
     /// The message's announced length.
@@ -72,7 +71,7 @@ impl Partial {
     }
 
     fn check_room(&self, more: usize) -> Result<(), String> {
-        let after = self.len.saturating_add(more as u64);
+        let after = (self.buf.len() as u64).saturating_add(more as u64);
         if after > self.total {
             return Err(format!(
                 "the parts of a message of {} bytes carry {after} bytes or more",
@@ -97,8 +96,8 @@ pub(crate) fn check_total(total: u64, max: usize) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn b(s: &'static str) -> Bytes {
-        Bytes::from_static(s.as_bytes())
+    fn b(s: &'static str) -> &'static [u8] {
+        s.as_bytes()
     }
 
     #[test]
@@ -112,11 +111,12 @@ mod tests {
     fn the_total_is_checked_before_anything_is_kept() {
         let e = Partial::start(101, 100, b("x")).unwrap_err();
         assert!(e.contains("over the maximum message size of 100"), "{e}");
-        // A huge announcement with a small piece keeps only the piece, as it came.
-        let piece = b("x");
-        let p = Partial::start(u32::MAX.into(), usize::MAX, piece.clone()).unwrap();
-        assert_eq!(p.pieces.len(), 1);
-        assert_eq!(p.pieces[0].as_ptr(), piece.as_ptr(), "copied");
+        // A huge announcement reserves at most UPFRONT.
+        let p = Partial::start(u64::from(u32::MAX) * 4, usize::MAX, b("x")).unwrap();
+        assert!(p.buf.capacity() <= UPFRONT, "{}", p.buf.capacity());
+        // A small one exactly what it announced.
+        let p = Partial::start(1000, usize::MAX, b("x")).unwrap();
+        assert_eq!(p.buf.capacity(), 1000);
     }
 
     #[test]

@@ -166,7 +166,7 @@ impl Incoming {
         &mut self,
         id: u64,
         total: u64,
-        piece: bytes::Bytes,
+        piece: &[u8],
         max_message: usize,
     ) -> Result<(), String> {
         if let Some(arriving) = self.partial.get_mut(&id) {

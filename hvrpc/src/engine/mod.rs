@@ -258,9 +258,9 @@ impl Core {
                     return Err("a part of a message, but messages in parts were not agreed".into());
                 };
                 if reply {
-                    self.out.part(id, total, body, max)?;
+                    self.out.part(id, total, &body, max)?;
                 } else if !matches!(self.life.phase(), lifecycle::Phase::Finishing) {
-                    self.inc.part(id, total, body, max)?;
+                    self.inc.part(id, total, &body, max)?;
                 }
             }
             Header::Credit { id, items } => self.inc.grant(id, items, &mut self.wakes),
@@ -381,7 +381,7 @@ impl Core {
         if self.inc.get_mut(id).is_none() {
             return false;
         }
-        self.send.data(frame, Tag::Reply(id)).is_ok()
+        self.send.item(frame, id).is_ok()
     }
 
     /// How many of the peer's calls are in flight.
@@ -560,7 +560,11 @@ impl Core {
     /// The next frames to write, with the write role; `None` if someone writes or nothing
     /// waits.
     pub(crate) fn take_batch(&mut self) -> Option<Batch> {
-        self.send.take()
+        let batch = self.send.take();
+        // Streams whose items the writer has just taken may go on while it writes them.
+        self.send.take_freed(&mut self.admitted);
+        self.wake_admitted();
+        batch
     }
 
     /// The batch taken last is written (`data_bytes` from [`Batch`]): producers whose frames

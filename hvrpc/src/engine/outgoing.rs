@@ -234,7 +234,7 @@ impl Outgoing {
         &mut self,
         id: u64,
         total: u64,
-        piece: Bytes,
+        piece: &[u8],
         max_message: usize,
     ) -> Result<(), String> {
         let Some(call) = self.calls.get_mut(&id) else {

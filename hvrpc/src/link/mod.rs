@@ -230,14 +230,15 @@ impl Shared {
     /// Ends an operation on the core: wakes whoever can go on, re-arms the timer, and gets
     /// what was queued written as `write` says.
     pub(crate) fn release(&self, mut core: MutexGuard<'_, Core>, write: Write) {
-        let mut wakes: Vec<Waker> = Vec::new();
-        core.take_wakes(&mut wakes);
-        let rearm = core.take_rearm();
-        let closed = core.is_closed();
         let batch = match write {
             Write::Now => core.take_batch(),
             Write::Soon | Write::Later => None,
         };
+        // (After taking the batch: taking it may free producers.)
+        let mut wakes: Vec<Waker> = Vec::new();
+        core.take_wakes(&mut wakes);
+        let rearm = core.take_rearm();
+        let closed = core.is_closed();
         let soon = write == Write::Soon && core.wants_write();
         if !core.is_usable() {
             self.usable.store(false, Ordering::Release);
@@ -405,10 +406,16 @@ impl Shared {
                 let parked = lock(&self.parked).take();
                 let mut pending = match parked {
                     Some(p) => p,
-                    None => match self.lock().take_batch() {
-                        Some(batch) => Pending::new(batch),
-                        None => break,
-                    },
+                    None => {
+                        let mut core = self.lock();
+                        let batch = core.take_batch();
+                        // (Wakes the producers it freed.)
+                        self.release(core, Write::Later);
+                        match batch {
+                            Some(batch) => Pending::new(batch),
+                            None => break,
+                        }
+                    }
                 };
                 if let Err(e) = self.write_all(&mut pending).await {
                     self.close(format!("writing to the peer failed: {e}"));

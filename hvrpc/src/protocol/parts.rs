@@ -23,10 +23,11 @@ pub(crate) const PART_BYTES: usize = 256 * 1024;
 pub(crate) const HEADER_ROOM: usize = 64;
 
 /// Whether a body of `len` bytes goes in parts to a peer with `limits`: it does not fit one
-/// frame, or (so that it gives way to other calls' frames) is longer than a piece.
+/// frame. (Cutting every body over a piece would let bulk frames give way to small calls
+/// sooner, but costs the receiver a copy: 0.6× raw for a 1 MiB echo instead of 0.8–1.0×;
+/// streams are kept close to the writer instead, see `engine::send`.)
 pub(crate) fn goes_in_parts(len: usize, limits: &PeerLimits) -> bool {
-    limits.max_message.is_some()
-        && len.saturating_add(HEADER_ROOM) > limits.max_frame.min(PART_BYTES)
+    limits.max_message.is_some() && len.saturating_add(HEADER_ROOM) > limits.max_frame
 }
 
 /// What the peer takes, from its Hello.

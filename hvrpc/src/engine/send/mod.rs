@@ -18,20 +18,29 @@
 //! 4. **Budget.** Data frames are admitted while fewer than `budget` bytes of data wait to be
 //!    written; later ones wait in `blocked`, in order, and are admitted as bytes are written.
 //!    A frame larger than the budget is admitted when nothing else waits, so it still goes. A
-//!    message in parts counts one piece ([`Message::budget_len`]); a stream's producer waits
-//!    while its call has one queued ([`SendQueue::is_blocked`]), so it holds at most one.
-//! 5. **A peer that does not read** lets control frames pile up: more than [`MAX_CONTROL`] is an
+//!    message in parts counts one piece ([`Message::budget_len`]).
+//! 5. **A stream stays close to the writer.** A stream's producer waits
+//!    ([`SendQueue::is_blocked`]) while its items not yet taken reach [`AHEAD`] bytes, or
+//!    one of them in parts is not taken whole, and is told when the writer takes them
+//!    ([`SendQueue::take_freed`]). So a bulk stream keeps the writer busy but holds at most
+//!    about one item ahead of it, and other calls' frames wait behind little of it.
+//! 6. **A peer that does not read** lets control frames pile up: more than [`MAX_CONTROL`] is an
 //!    overflow, and the connection ends.
-//! 6. **Withdrawal.** A call's data frames not yet taken by the writer can be withdrawn (its
+//! 7. **Withdrawal.** A call's data frames not yet taken by the writer can be withdrawn (its
 //!    call was cancelled or expired first); once taken, a frame goes out whole. Withdrawing a
 //!    message in parts of which some part was taken drops the rest, and reports that the peer
 //!    has seen some of it (so a request's Cancel goes out).
-//! 7. **Sealing.** Once sealed (the connection is finishing) nothing more is accepted; what is
+//! 8. **Sealing.** Once sealed (the connection is finishing) nothing more is accepted; what is
 //!    queued still goes.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 
+use super::outgoing::IdHasher;
 use crate::protocol::{Frame, Message, Parts};
+
+/// Bytes of a stream's items that may wait to be taken before its producer waits.
+pub(crate) const AHEAD: usize = 256 * 1024;
 
 /// Control frames that may wait; a peer that makes more pile up is not reading.
 pub(crate) const MAX_CONTROL: usize = 4096;
@@ -53,6 +62,8 @@ pub(crate) enum Tag {
 struct Queued {
     msg: Message,
     tag: Tag,
+    /// A stream item (counted in `SendQueue::ahead`).
+    item: bool,
 }
 
 impl Queued {
@@ -90,6 +101,10 @@ pub(crate) struct SendQueue {
     /// Calls whose message in parts was taken whole by the batch being written: reported as
     /// admitted once it is written (their producers may go on).
     finished: Vec<Tag>,
+    /// Bytes of stream items not yet taken, by call.
+    ahead: HashMap<u64, usize, BuildHasherDefault<IdHasher>>,
+    /// Streams that fell below [`AHEAD`] in the last batch taken.
+    freed: Vec<Tag>,
     /// Bytes of data frames admitted and not yet written (queued or in the writer's batch).
     data_bytes: usize,
     budget: usize,
@@ -119,6 +134,8 @@ impl SendQueue {
             active: VecDeque::new(),
             parted: 0,
             finished: Vec::new(),
+            ahead: HashMap::default(),
+            freed: Vec::new(),
             data_bytes: 0,
             budget: budget.max(1),
             batch: BATCH_BYTES,
@@ -148,13 +165,22 @@ impl SendQueue {
 
     /// Queues a data message; `Ok(false)` if it waits for budget (blocked).
     pub(crate) fn data(&mut self, msg: impl Into<Message>, tag: Tag) -> Result<bool, Refused> {
+        self.queue(msg.into(), tag, false)
+    }
+
+    /// Queues an item of the peer's stream call `id` (see [`is_blocked`](Self::is_blocked)).
+    pub(crate) fn item(&mut self, msg: impl Into<Message>, id: u64) -> Result<bool, Refused> {
+        self.queue(msg.into(), Tag::Reply(id), true)
+    }
+
+    fn queue(&mut self, msg: Message, tag: Tag, item: bool) -> Result<bool, Refused> {
         if self.sealed {
             return Err(Refused::Sealed);
         }
-        let q = Queued {
-            msg: msg.into(),
-            tag,
-        };
+        let q = Queued { msg, tag, item };
+        if let (true, Tag::Reply(id), Message::Whole(f)) = (item, tag, &q.msg) {
+            *self.ahead.entry(id).or_default() += f.len();
+        }
         if q.is_parts() {
             self.parted += 1;
         }
@@ -176,12 +202,21 @@ impl SendQueue {
     }
 
     /// Whether `tag`'s producer should wait before queuing more: a frame of it waits for
-    /// budget, or a message of it in parts is not yet taken whole.
+    /// budget, its items not yet taken reach [`AHEAD`] bytes, or a message of it in parts is
+    /// not yet taken whole.
     pub(crate) fn is_blocked(&self, tag: Tag) -> bool {
-        self.blocked.iter().any(|q| q.tag == tag)
+        let ahead = match tag {
+            Tag::Reply(id) => self.ahead.get(&id).copied().unwrap_or(0),
+            Tag::Request(_) => 0,
+        };
+        ahead >= AHEAD
+            || self.blocked.iter().any(|q| q.tag == tag)
             || (self.parted > 0
-                && (self.active.iter().any(|a| a.tag == tag)
-                    || self.data.iter().any(|q| q.tag == tag && q.is_parts())))
+                && self
+                    .data
+                    .iter()
+                    .chain(&self.blocked)
+                    .any(|q| q.tag == tag && q.is_parts()))
     }
 
     /// Removes the data frames of `tag` not yet taken by the writer; whether any was there
@@ -227,6 +262,9 @@ impl SendQueue {
             parted += 1;
         }
         self.parted -= parted;
+        if let Tag::Reply(id) = tag {
+            self.ahead.remove(&id);
+        }
         self.data_bytes -= freed.min(self.data_bytes);
         self.admit(admitted);
         found && !seen
@@ -266,9 +304,16 @@ impl SendQueue {
                 a.then.push_back(q);
                 continue;
             }
+            if q.item && q.is_parts() {
+                // Its producer may queue the next item while this one goes.
+                self.freed.push(q.tag);
+            }
             match q.msg {
                 Message::Whole(frame) => {
                     whole += frame.len();
+                    if let (true, Tag::Reply(id)) = (q.item, q.tag) {
+                        self.taken_item(id, frame.len());
+                    }
                     batch.frames.push(frame);
                 }
                 Message::Parts(parts) => self.active.push_back(Active {
@@ -305,6 +350,26 @@ impl SendQueue {
             }
         }
         Some(batch)
+    }
+
+    /// Stream `id`'s item of `len` bytes is taken.
+    fn taken_item(&mut self, id: u64, len: usize) {
+        if let Some(ahead) = self.ahead.get_mut(&id) {
+            let was = *ahead;
+            *ahead -= len.min(*ahead);
+            if *ahead == 0 {
+                self.ahead.remove(&id);
+            }
+            if was >= AHEAD && was - len.min(was) < AHEAD {
+                self.freed.push(Tag::Reply(id));
+            }
+        }
+    }
+
+    /// The streams whose producers may go on since the last batch was taken (their items
+    /// fell below [`AHEAD`]), added to `into`.
+    pub(crate) fn take_freed(&mut self, into: &mut Vec<Tag>) {
+        into.append(&mut self.freed);
     }
 
     /// The batch taken last is written: its bytes leave the budget, blocked frames are
@@ -353,6 +418,8 @@ impl SendQueue {
         self.active.clear();
         self.parted = 0;
         self.finished.clear();
+        self.ahead.clear();
+        self.freed.clear();
         self.data_bytes = 0;
     }
 }

@@ -264,32 +264,69 @@ fn messages_in_parts_take_turns() {
 }
 
 #[test]
-fn a_message_in_parts_counts_one_piece_against_the_budget_and_holds_its_producer() {
+fn a_stream_item_in_parts_counts_one_piece_against_the_budget_and_holds_its_producer() {
     let mut q = SendQueue::new(1 << 20);
     let mut admitted = Vec::new();
-    assert!(
-        q.data(parts(Tag::Reply(1), 10 << 20), Tag::Reply(1))
-            .unwrap()
-    );
+    let mut freed = Vec::new();
+    assert!(q.item(parts(Tag::Reply(1), 10 << 20), 1).unwrap());
     assert!(
         q.data(whole(Tag::Reply(2)), Tag::Reply(2)).unwrap(),
         "10 MiB in parts do not fill a 1 MiB budget"
     );
     assert!(q.is_blocked(Tag::Reply(1)), "its producer waits");
     assert!(!q.is_blocked(Tag::Reply(2)));
-    let mut batches = 0;
+    // Once its first piece is taken, the producer may queue the next item behind it.
+    let b = q.take().unwrap();
+    q.take_freed(&mut freed);
+    assert_eq!(freed, [Tag::Reply(1)], "its producer is told at once");
+    assert!(!q.is_blocked(Tag::Reply(1)));
+    q.written(b, &mut admitted);
+    let mut batches = 1;
+    q.item(parts(Tag::Reply(1), 1 << 20), 1).unwrap();
+    assert!(q.is_blocked(Tag::Reply(1)), "but not a third");
     while q.has_ready() {
-        assert!(q.is_blocked(Tag::Reply(1)), "until its last part is taken");
         let b = q.take().unwrap();
         batches += 1;
         q.written(b, &mut admitted);
     }
-    assert_eq!(batches, 41, "a piece of 256 KiB less 64 bytes per batch");
-    assert_eq!(admitted, [Tag::Reply(1)], "its producer is told");
-    assert!(!q.is_blocked(Tag::Reply(1)));
+    assert_eq!(
+        batches,
+        41 + 5,
+        "a piece of 256 KiB less 64 bytes per batch, the second item after the first"
+    );
     assert!(q.is_drained());
     // Everything written is out of the budget.
     assert_eq!(q.data_bytes, 0);
+}
+
+#[test]
+fn a_stream_holds_at_most_ahead_bytes_of_items_not_yet_taken() {
+    let mut q = SendQueue::new(8 << 20);
+    let mut freed = Vec::new();
+    let item = || Frame::from(Bytes::from(vec![1u8; 100 * 1024]));
+    q.item(item(), 7).unwrap();
+    q.item(item(), 7).unwrap();
+    assert!(!q.is_blocked(Tag::Reply(7)), "200 KiB ahead");
+    q.item(item(), 7).unwrap();
+    assert!(q.is_blocked(Tag::Reply(7)), "300 KiB ahead");
+    assert!(!q.is_blocked(Tag::Reply(8)), "another stream goes on");
+    // Unary responses are not items: they never hold anyone.
+    q.data(item(), Tag::Reply(9)).unwrap();
+    q.data(item(), Tag::Reply(9)).unwrap();
+    q.data(item(), Tag::Reply(9)).unwrap();
+    assert!(!q.is_blocked(Tag::Reply(9)));
+    let b = q.take().unwrap();
+    q.take_freed(&mut freed);
+    assert_eq!(freed, [Tag::Reply(7)], "taken: the producer is told");
+    assert!(!q.is_blocked(Tag::Reply(7)));
+    // Withdrawn (cancelled) items stop counting.
+    let mut admitted = Vec::new();
+    q.written(b, &mut admitted);
+    q.item(item(), 7).unwrap();
+    q.item(item(), 7).unwrap();
+    q.item(item(), 7).unwrap();
+    q.withdraw(Tag::Reply(7), &mut admitted);
+    assert!(!q.is_blocked(Tag::Reply(7)));
 }
 
 #[test]
