@@ -51,7 +51,10 @@ mod v2 {
         Tick(u64),
         Stat(Stat),
         Tree(Vec<Event>),
-        Note { text: String, tags: BTreeMap<String, i16> },
+        Note {
+            text: String,
+            tags: BTreeMap<String, i16>,
+        },
     }
 }
 

@@ -102,6 +102,18 @@ pub fn framed(payload: &[u8]) -> Vec<u8> {
 /// The preamble and a Hello frame announcing `max_frame`, `max_calls`, and the fuzzed service
 /// as served (`serves`) and/or wanted (`wants`).
 pub fn opening(max_frame: u32, max_calls: u32, serves: bool, wants: bool) -> Vec<u8> {
+    opening_parts(max_frame, max_calls, serves, wants, None)
+}
+
+/// [`opening`], announcing messages in parts of at most `max_message` bytes if it is given
+/// (features bit 0, and the Hello's extension).
+pub fn opening_parts(
+    max_frame: u32,
+    max_calls: u32,
+    serves: bool,
+    wants: bool,
+    max_message: Option<u64>,
+) -> Vec<u8> {
     let info = |out: &mut Vec<u8>, on: bool| {
         if on {
             out.push(1);
@@ -111,12 +123,16 @@ pub fn opening(max_frame: u32, max_calls: u32, serves: bool, wants: bool) -> Vec
             out.push(0);
         }
     };
-    let mut hello = vec![0u8, 0]; // kind 0 (Hello), features 0
+    // Kind 0 (Hello), features: bit 0 if parts.
+    let mut hello = vec![0u8, u8::from(max_message.is_some())];
     varint(u64::from(max_frame), &mut hello);
     varint(u64::from(max_calls), &mut hello);
     info(&mut hello, serves);
     info(&mut hello, wants);
     hello.extend_from_slice(b"\x04fuzz");
+    if let Some(max) = max_message {
+        varint(max, &mut hello);
+    }
     let mut out = PREAMBLE.to_vec();
     out.extend(framed(&hello));
     out
@@ -205,6 +221,12 @@ impl Allowance {
 
     /// Checks what the other side sent (after its opening) against the allowance.
     pub fn check(&self, sent: &[&[u8]], max_frame: usize) {
+        self.check_parts(sent, max_frame, false);
+    }
+
+    /// [`check`](Self::check), for a peer that announced messages in parts (`parts`): Part
+    /// frames are then allowed, for calls it made.
+    pub fn check_parts(&self, sent: &[&[u8]], max_frame: usize, parts: bool) {
         let mut responses: HashMap<u64, u64> = HashMap::new();
         let mut items: HashMap<u64, u64> = HashMap::new();
         for f in sent {
@@ -234,6 +256,19 @@ impl Allowance {
                     assert!(
                         *n <= allowed,
                         "{n} stream items for call {id}, beyond its credit of {allowed}"
+                    );
+                }
+                10 => {
+                    assert!(parts, "a Part to a peer that takes none");
+                    let id = read_varint(&mut p).expect("a part without an id");
+                    assert_eq!(
+                        p.first(),
+                        Some(&1),
+                        "a part of a request: this side never calls"
+                    );
+                    assert!(
+                        self.responses.contains_key(&id) || self.items.contains_key(&id),
+                        "a part for call {id}, which was never requested"
                     );
                 }
                 0 => panic!("a second Hello was sent"),
@@ -378,7 +413,15 @@ pub fn server_session(data: &[u8]) -> Vec<Vec<u8>> {
     let [sel, pace, rest @ ..] = data else {
         return Vec::new();
     };
-    let mut input = opening(PEER_MAX_FRAME, 16, false, sel & 2 != 0);
+    // Bit 3 of the selector: the peer takes messages in parts.
+    let parts = sel & 8 != 0;
+    let mut input = opening_parts(
+        PEER_MAX_FRAME,
+        16,
+        false,
+        sel & 2 != 0,
+        parts.then_some(1 << 20),
+    );
     input.extend_from_slice(rest);
     let (pieces, pause) = pieces(&input, *pace);
     let server = Server::new()
@@ -404,7 +447,7 @@ pub fn server_session(data: &[u8]) -> Vec<Vec<u8>> {
         out
     });
     let sent = after_opening(&out);
-    Allowance::of(&frames(rest)).check(&sent, PEER_MAX_FRAME as usize);
+    Allowance::of(&frames(rest)).check_parts(&sent, PEER_MAX_FRAME as usize, parts);
     sent.into_iter().map(<[u8]>::to_vec).collect()
 }
 
@@ -596,6 +639,19 @@ pub mod seeds {
         let mut s = vec![0u8, 0];
         s.extend(request(1, 1, Some(u64::MAX / 2), 0, &add));
         out.push(("server_session", "far_deadline", s));
+        // An echo of 100 KiB in two parts, answered in parts (over the peer's 64 KiB).
+        let mut big = Vec::new();
+        string(&[7u8; 100 * 1024], &mut big);
+        let (a, b) = big.split_at(50 * 1024);
+        let mut part = vec![10u8];
+        varint(9, &mut part);
+        part.push(0);
+        varint(big.len() as u64, &mut part);
+        part.extend_from_slice(a);
+        let mut s = vec![8u8, 0];
+        s.extend(framed(&part));
+        s.extend(request(9, 0, None, 0, b));
+        out.push(("server_session", "parts", s));
 
         // client_session: [config][pace][frames after a server's correct opening]
         // The client's calls get ids 1..=5 in this order: echo, add, check, nap, count.
@@ -637,7 +693,11 @@ pub mod seeds {
         // Release 2's Event::Note { text: "a", tags: {"k": 1} }.
         out.push(("schema", "v2_note", vec![3, 1, 3, 1, b'a', 1, 1, b'k', 2]));
         // Release 2's Stat { size: 300, mtime: 5, mode: 420, owner: Some("r") }, read as v1.
-        out.push(("schema", "v2_stat", vec![7, 2, 0xac, 2, 5, 0xa4, 3, 1, 1, b'r']));
+        out.push((
+            "schema",
+            "v2_stat",
+            vec![7, 2, 0xac, 2, 5, 0xa4, 3, 1, 1, b'r'],
+        ));
         out
     }
 }
@@ -680,6 +740,13 @@ mod tests {
                             .map(|f| String::from_utf8_lossy(f).into_owned())
                             .collect::<Vec<_>>()
                     );
+                }
+                ("server_session", "parts") => {
+                    // The echo comes back whole, in parts (over the peer's frame limit).
+                    let sent = super::server_session(&bytes);
+                    let parts = sent.iter().filter(|f| f[0] == 10).count();
+                    let ok = sent.iter().any(|f| f.starts_with(&[2, 9, 0]));
+                    assert!(parts >= 1 && ok, "parts seed: {parts} parts, answered {ok}");
                 }
                 ("server_session", _) => drop(super::server_session(&bytes)),
                 ("schema", _) => {}
