@@ -382,9 +382,11 @@ impl Incoming {
         self.calls.len()
     }
 
-    /// Whether no call is in the table, nor arriving in parts.
+    /// Whether no call is in the table. (Requests still arriving in parts do not count: they
+    /// neither keep a connection from being idle — a peer could hold it open with one part and
+    /// pongs — nor hold up a shutdown, which refuses them when their last frame comes.)
     pub(crate) fn is_empty(&self) -> bool {
-        self.calls.is_empty() && self.partial.is_empty()
+        self.calls.is_empty()
     }
 
     /// Calls admitted so far.
