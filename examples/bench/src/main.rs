@@ -25,6 +25,8 @@ mod run;
 #[cfg(target_os = "linux")]
 mod server;
 #[cfg(target_os = "linux")]
+mod transfer;
+#[cfg(target_os = "linux")]
 mod vm;
 
 use std::process::ExitCode;

@@ -22,6 +22,9 @@ pub(crate) struct Results {
     pub(crate) idle: IdleRow,
     /// `add` calls/s over many connections, one call in flight on each.
     pub(crate) active: RateRow,
+    /// Large transfers and the head-of-line figure (Unix sockets only).
+    #[serde(default)]
+    pub(crate) transfer: Option<TransferRow>,
     /// callgrind instructions per call, when the report ran it.
     #[serde(default)]
     pub(crate) instructions: Option<Instructions>,
@@ -151,6 +154,27 @@ pub(crate) struct BulkRow {
     /// hvrpc's MB/s when the method takes and returns `Vec<u8>` instead of `Bytes`.
     #[serde(default)]
     pub(crate) hvrpc_vec_mb_per_s: Option<f64>,
+}
+
+/// 1 GiB down and up, and tiny calls while 1 GiB streams down their connection.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct TransferRow {
+    /// Bytes per transfer.
+    pub(crate) bytes: u64,
+    /// Raw: the server writes 1 MiB frames.
+    pub(crate) raw_down_mb_s: f64,
+    /// hvrpc: a server stream of 1 MiB items.
+    pub(crate) stream_down_mb_s: f64,
+    /// hvrpc: four unary results of 256 MiB (messages in parts).
+    pub(crate) unary_down_mb_s: f64,
+    /// Raw: the client writes 1 MiB frames.
+    pub(crate) raw_up_mb_s: f64,
+    /// hvrpc: four unary calls with 256 MiB arguments (messages in parts).
+    pub(crate) unary_up_mb_s: f64,
+    /// `add` on the connection with nothing else on it.
+    pub(crate) idle: Lat,
+    /// `add` on the same connection while 1 GiB streams down it.
+    pub(crate) busy: Lat,
 }
 
 /// Server memory per idle connection.

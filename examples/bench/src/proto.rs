@@ -73,6 +73,12 @@ pub(crate) mod hv {
         async fn echo(data: hvrpc::Bytes) -> hvrpc::Bytes;
         /// The same with `Vec<u8>` (as tarpc's echo), measured for the bulk echo too.
         async fn echo_vec(data: Vec<u8>) -> Vec<u8>;
+        /// `n` bytes as a stream of items of `chunk` bytes (the transfer rows).
+        async fn download(n: u64, chunk: u32) -> hvrpc::Streaming<hvrpc::Bytes>;
+        /// `n` bytes as one result: a message in parts.
+        async fn fetch(n: u64) -> hvrpc::Bytes;
+        /// Takes the bytes, returns how many: a message in parts.
+        async fn upload(data: hvrpc::Bytes) -> u64;
     }
 
     /// The server side.
@@ -92,6 +98,32 @@ pub(crate) mod hv {
         async fn echo_vec(&self, _ctx: Context, data: Vec<u8>) -> Vec<u8> {
             super::served();
             data
+        }
+
+        async fn download(
+            &self,
+            _ctx: Context,
+            n: u64,
+            chunk: u32,
+        ) -> hvrpc::Streaming<hvrpc::Bytes> {
+            super::served();
+            let chunk = hvrpc::Bytes::from(vec![0x3c; chunk.max(1) as usize]);
+            let full = n / chunk.len() as u64;
+            let rest = (n % chunk.len() as u64) as usize;
+            let tail = (rest > 0).then(|| chunk.slice(..rest));
+            hvrpc::Streaming::new(futures_util::stream::iter(
+                std::iter::repeat_n(chunk, full as usize).chain(tail),
+            ))
+        }
+
+        async fn fetch(&self, _ctx: Context, n: u64) -> hvrpc::Bytes {
+            super::served();
+            hvrpc::Bytes::from(vec![0x3c; n as usize])
+        }
+
+        async fn upload(&self, _ctx: Context, data: hvrpc::Bytes) -> u64 {
+            super::served();
+            data.len() as u64
         }
     }
 }
@@ -148,4 +180,11 @@ pub(crate) mod raw {
     pub(crate) const OP_ADD: u8 = 0;
     /// Op: echo the payload.
     pub(crate) const OP_ECHO: u8 = 1;
+    /// Op: send `n: u64 LE` bytes back in frames of `chunk: u64 LE` bytes, then [`OP_END`].
+    pub(crate) const OP_DOWNLOAD: u8 = 2;
+    /// Op: the end of a download (empty payload), or of an upload (answered with the bytes
+    /// received since the last end, as a `u64 LE`).
+    pub(crate) const OP_END: u8 = 3;
+    /// Op: bytes of an upload (not answered).
+    pub(crate) const OP_UPLOAD: u8 = 4;
 }

@@ -109,6 +109,39 @@ pub(crate) fn targets(r: &Results) -> Vec<Target> {
         ),
         met: q >= 0.8,
     });
+    if let Some(t) = &r.transfer {
+        let q = ratio(t.stream_down_mb_s, t.raw_down_mb_s);
+        out.push(Target {
+            what: "1 GiB download, a server stream of 1 MiB items, vs raw (MB/s)",
+            goal: "≥ 0.90×",
+            measured: format!(
+                "{q:.2}× ({:.0} vs {:.0} MB/s)",
+                t.stream_down_mb_s, t.raw_down_mb_s
+            ),
+            met: q >= 0.9,
+        });
+        let q = ratio(t.unary_up_mb_s, t.raw_up_mb_s);
+        out.push(Target {
+            what: "1 GiB upload vs raw (MB/s): four 256 MiB arguments in parts (no client \
+                   streams yet)",
+            goal: "≥ 0.90×",
+            measured: format!(
+                "{q:.2}× ({:.0} vs {:.0} MB/s)",
+                t.unary_up_mb_s, t.raw_up_mb_s
+            ),
+            met: q >= 0.9,
+        });
+        let q = ratio(t.busy.p99_us, t.idle.p99_us);
+        out.push(Target {
+            what: "`add` p99 while 1 GiB streams down the same connection, vs idle",
+            goal: "(reported)",
+            measured: format!(
+                "{q:.1}× ({:.0} µs vs {:.0} µs, {} calls during the transfer)",
+                t.busy.p99_us, t.idle.p99_us, t.busy.calls
+            ),
+            met: true,
+        });
+    }
     let worst = r.idle.worst_bytes(Impl::Hvrpc) / 1024.0;
     out.push(Target {
         what: "server memory per idle connection",
@@ -463,6 +496,60 @@ pub(crate) fn markdown(
             "| MB/s, hvrpc with `Vec<u8>` | | {v:.0} | | {} | {} |",
             x(ratio(v, b.mb_per_s[raw])),
             x(ratio(v, b.mb_per_s[tp]))
+        );
+    }
+
+    if let Some(t) = &r.transfer {
+        let _ = writeln!(
+            s,
+            "\n## Large transfers\n\n\
+             {} moved in one direction, one transfer at a time, MB (10⁶ bytes) per second. Raw: \
+             1 MiB frames written from one reused buffer and read into one. hvrpc: a server \
+             stream of 1 MiB items (each a whole frame), and four unary calls of 256 MiB \
+             (messages in parts, §3.1 of PROTOCOL.md: each result or argument is a fresh 256 MiB \
+             buffer, page-faulted in as it fills). Upload through a client stream is not built \
+             yet.\n",
+            size_name(t.bytes as usize)
+        );
+        let _ = writeln!(
+            s,
+            "| | raw | hvrpc stream | hvrpc unary | stream / raw | unary / raw |\n\
+             |---|--:|--:|--:|--:|--:|"
+        );
+        let _ = writeln!(
+            s,
+            "| download MB/s | {:.0} | {:.0} | {:.0} | {} | {} |",
+            t.raw_down_mb_s,
+            t.stream_down_mb_s,
+            t.unary_down_mb_s,
+            x(ratio(t.stream_down_mb_s, t.raw_down_mb_s)),
+            x(ratio(t.unary_down_mb_s, t.raw_down_mb_s))
+        );
+        let _ = writeln!(
+            s,
+            "| upload MB/s | {:.0} | | {:.0} | | {} |",
+            t.raw_up_mb_s,
+            t.unary_up_mb_s,
+            x(ratio(t.unary_up_mb_s, t.raw_up_mb_s))
+        );
+        let _ = writeln!(
+            s,
+            "\n**Head of line.** `add` called one at a time on one connection, first with nothing \
+             else on it, then while {} streams down the same connection:\n\n\
+             | | p50 µs | p99 µs | calls |\n|---|--:|--:|--:|\n\
+             | idle connection | {:.1} | {:.1} | {} |\n\
+             | during the transfer | {:.1} | {:.1} | {} |\n\n\
+             p99 ratio: {}. A stream's producer holds at most 256 KiB of items (or one item in \
+             parts) ahead of the writer, so a tiny call's frames wait behind about one item in \
+             each direction, not behind the 8 MiB send budget.",
+            size_name(t.bytes as usize),
+            t.idle.p50_us,
+            t.idle.p99_us,
+            t.idle.calls,
+            t.busy.p50_us,
+            t.busy.p99_us,
+            t.busy.calls,
+            x(ratio(t.busy.p99_us, t.idle.p99_us))
         );
     }
 

@@ -97,6 +97,8 @@ pub(crate) fn vm_rss_kib() -> Option<u64> {
 async fn serve_hvrpc(listener: Listener, conns: Counter) {
     let mut config = hvrpc::Config::server();
     config.max_frame = MAX_FRAME;
+    // Room for the transfer rows' 256 MiB uploads.
+    config.max_request_bytes = 512 << 20;
     config.max_connections = 1 << 16;
     // Over vsock loopback in the VM every connection comes from the same CID.
     config.max_connections_per_vm = 1 << 16;
@@ -149,6 +151,8 @@ async fn raw_connection(stream: Stream) -> std::io::Result<()> {
     let mut r = BufReader::with_capacity(64 * 1024, r);
     let mut w = BufWriter::with_capacity(64 * 1024, w);
     let mut payload = Vec::new();
+    let mut uploaded = 0u64;
+    let mut chunk = Vec::new();
     loop {
         let len = match r.read_u32().await {
             Ok(len) => len as usize,
@@ -162,8 +166,38 @@ async fn raw_connection(stream: Stream) -> std::io::Result<()> {
         let op = r.read_u8().await?;
         payload.resize(len - raw::HEAD, 0);
         r.read_exact(&mut payload).await?;
+        if op == raw::OP_UPLOAD {
+            uploaded += payload.len() as u64;
+            continue;
+        }
         crate::proto::served();
         match op {
+            raw::OP_END => {
+                w.write_u32((raw::HEAD + 8) as u32).await?;
+                w.write_u64_le(id).await?;
+                w.write_u8(op).await?;
+                w.write_u64_le(std::mem::take(&mut uploaded)).await?;
+            }
+            raw::OP_DOWNLOAD => {
+                let word = |at: usize| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(payload.get(at..at + 8).unwrap_or(&[0; 8]));
+                    u64::from_le_bytes(b)
+                };
+                let (mut left, size) = (word(0), (word(8) as u32).max(1) as usize);
+                chunk.resize(size.min(MAX_FRAME - raw::HEAD), 0x3c);
+                while left > 0 {
+                    let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    w.write_u32((raw::HEAD + n) as u32).await?;
+                    w.write_u64_le(id).await?;
+                    w.write_u8(op).await?;
+                    w.write_all(&chunk[..n]).await?;
+                    left -= n as u64;
+                }
+                w.write_u32(raw::HEAD as u32).await?;
+                w.write_u64_le(id).await?;
+                w.write_u8(raw::OP_END).await?;
+            }
             raw::OP_ADD => {
                 let mut a = [0u8; 8];
                 let mut b = [0u8; 8];
