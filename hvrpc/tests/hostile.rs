@@ -496,14 +496,39 @@ async fn trickle_of_keepalive_frames_hits_the_idle_timeout() {
     let s = serve(config).await;
     let bystander = Bystander::start(&s.ep).await;
     let io = raw(&s.ep).await;
+    cut_when_idle(io, "idle trickle").await;
+    bystander.finish("idle trickle").await;
+}
+
+/// A request begun in parts and never finished does not keep the connection busy: pongs after
+/// one Part still hit the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_part_then_a_trickle_of_keepalive_frames_hits_the_idle_timeout() {
+    let _serial = serial().await;
+    let mut config = Config::server();
+    config.idle_timeout = Some(Duration::from_secs(2));
+    let s = serve(config).await;
+    let bystander = Bystander::start(&s.ep).await;
+    let io = raw_with(
+        &s.ep,
+        &opening_with_parts(1 << 20),
+        &part(1, false, 100, b"x"),
+    )
+    .await;
+    cut_when_idle(io, "one part, then a trickle").await;
+    bystander.finish("one part, then a trickle").await;
+}
+
+/// Sends complete frames that ask for nothing (pongs, cancels of calls that do not exist) every
+/// 200 ms and checks that the server ends the connection for idleness, with a GoAway.
+async fn cut_when_idle(io: hvrpc::transport::Stream, what: &str) {
     let (mut r, mut w) = tokio::io::split(io);
-    // Complete frames that ask for nothing: pongs and cancels of calls that do not exist.
     let trickle = tokio::spawn(async move {
         for i in 0.. {
             let f = if i % 2 == 0 {
                 id_frame(7, i, None)
             } else {
-                id_frame(5, i, None)
+                id_frame(5, i + 1000, None)
             };
             if w.write_all(&f).await.is_err() {
                 return;
@@ -522,8 +547,7 @@ async fn trickle_of_keepalive_frames_hits_the_idle_timeout() {
     );
     assert!(start.elapsed() >= Duration::from_millis(1500));
     wait_logged(&["connection closed", "reason=idle timeout"], 1).await;
-    println!("idle trickle: cut after {:?}", start.elapsed());
-    bystander.finish("idle trickle").await;
+    println!("{what}: cut after {:?}", start.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
