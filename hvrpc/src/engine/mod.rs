@@ -607,6 +607,11 @@ impl Core {
         !self.send.is_writing() && self.send.has_ready()
     }
 
+    /// Whether callers or producers wait to be woken.
+    pub(crate) fn has_wakes(&self) -> bool {
+        !self.wakes.is_empty()
+    }
+
     /// The wakers of callers and producers that can go on; wake them after unlocking.
     pub(crate) fn take_wakes(&mut self, into: &mut Vec<Waker>) {
         into.append(&mut self.wakes);

@@ -409,8 +409,10 @@ impl Shared {
                     None => {
                         let mut core = self.lock();
                         let batch = core.take_batch();
-                        // (Wakes the producers it freed.)
-                        self.release(core, Write::Later);
+                        if core.has_wakes() {
+                            // The producers whose items it took may go on.
+                            self.release(core, Write::Later);
+                        }
                         match batch {
                             Some(batch) => Pending::new(batch),
                             None => break,

@@ -158,18 +158,23 @@ fn batches_are_bounded_beyond_their_first_frame() {
     );
 }
 
+/// The header of this side's request `id`.
+fn request(id: u64) -> crate::protocol::Header {
+    crate::protocol::Header::Request {
+        id,
+        service: 0,
+        method: 0,
+        timeout_ms: None,
+        window: 0,
+    }
+}
+
 /// A message in parts of `len` bytes for `tag`, in pieces of `PART_BYTES` less the room
 /// for a header.
 fn parts(tag: Tag, len: usize) -> Message {
     use crate::protocol::{Header, Status};
     let last = match tag {
-        Tag::Request(id) => Header::Request {
-            id,
-            service: 0,
-            method: 0,
-            timeout_ms: None,
-            window: 0,
-        },
+        Tag::Request(id) => request(id),
         Tag::Reply(id) => Header::Response {
             id,
             status: Status::Ok,
@@ -203,13 +208,7 @@ fn kinds(b: &Batch) -> Vec<(u8, u64)> {
 fn whole(tag: Tag) -> Frame {
     use crate::protocol::{FrameBuf, Header};
     let header = match tag {
-        Tag::Request(id) => Header::Request {
-            id,
-            service: 0,
-            method: 0,
-            timeout_ms: None,
-            window: 0,
-        },
+        Tag::Request(id) => request(id),
         Tag::Reply(id) => Header::StreamItem { id },
     };
     FrameBuf::new(&header, 0).finish_frame(usize::MAX).unwrap()
