@@ -292,3 +292,23 @@ where
         leftover,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_announcing_parts_must_carry_its_maximum_message_size() {
+        let mut hello = Hello::default();
+        // No parts: whatever follows is a newer field, ignored.
+        assert_eq!(read_ext(&hello, &[1, 2, 3]).unwrap(), None);
+        hello.features = protocol::FEATURE_PARTS;
+        assert_eq!(
+            read_ext(&hello, &[0x80, 0x80, 0x80, 0x80, 0x04, 9]).unwrap(),
+            Some(1 << 30),
+            "further bytes after it are ignored"
+        );
+        let e = read_ext(&hello, &[]).unwrap_err();
+        assert!(e.to_string().contains("lacks their maximum size"), "{e}");
+    }
+}
