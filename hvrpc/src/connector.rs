@@ -11,6 +11,7 @@ use crate::channel::Channel;
 use crate::config::Config;
 use crate::connection::{Connection, HandshakeParams, Services, Want};
 use crate::error::Error;
+use crate::intercept::Interceptor;
 use crate::service::{Service, ServiceDef};
 
 /// How to dial a peer: configuration, the services this side offers on the connection (for
@@ -51,6 +52,14 @@ impl Connector {
     /// Serves `service` to the peer over the same connection: the peer can call it back.
     pub fn serve(mut self, service: impl Service) -> Self {
         self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Shows every call the peer makes of the services this side serves back
+    /// ([`serve`](Self::serve)) to `interceptor`, as [`Server::intercept`](crate::Server::intercept)
+    /// does for a server.
+    pub fn intercept(mut self, interceptor: impl Interceptor) -> Self {
+        self.services.intercept(Arc::new(interceptor));
         self
     }
 

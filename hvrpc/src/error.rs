@@ -28,6 +28,8 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// The server is shutting down and takes no new calls.
     ShuttingDown,
+    /// The server's interceptor refused the call (`Interceptor::before`).
+    PermissionDenied,
     /// A code this version does not know.
     Unknown(u32),
 }
@@ -43,6 +45,7 @@ impl From<ErrorCode> for u32 {
             ErrorCode::Internal => 6,
             ErrorCode::ResourceExhausted => 7,
             ErrorCode::ShuttingDown => 8,
+            ErrorCode::PermissionDenied => 9,
             ErrorCode::Unknown(n) => n,
         }
     }
@@ -59,6 +62,7 @@ impl From<u32> for ErrorCode {
             6 => ErrorCode::Internal,
             7 => ErrorCode::ResourceExhausted,
             8 => ErrorCode::ShuttingDown,
+            9 => ErrorCode::PermissionDenied,
             n => ErrorCode::Unknown(n),
         }
     }
@@ -75,6 +79,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Internal => f.write_str("internal error"),
             ErrorCode::ResourceExhausted => f.write_str("resource exhausted"),
             ErrorCode::ShuttingDown => f.write_str("shutting down"),
+            ErrorCode::PermissionDenied => f.write_str("permission denied"),
             ErrorCode::Unknown(n) => write!(f, "error code {n}"),
         }
     }

@@ -79,6 +79,7 @@ mod connector;
 pub mod discover;
 mod engine;
 mod error;
+pub mod intercept;
 #[cfg(feature = "json")]
 pub mod json;
 mod link;

@@ -17,6 +17,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::connection::{Connection, HandshakeParams, Services};
 use crate::error::Error;
+use crate::intercept::Interceptor;
 use crate::reflection::{Reflect, ReflectionServer};
 use crate::service::Service;
 
@@ -86,6 +87,14 @@ impl Server {
     /// (the hypervisor), not from anything the peer sends.
     pub fn authorize(mut self, allow: impl Fn(&PeerAddr) -> bool + Send + Sync + 'static) -> Self {
         self.authorize = Some(Arc::new(allow));
+        self
+    }
+
+    /// Shows every call to `interceptor` before its handler runs (it may refuse the call)
+    /// and after it ends, with its outcome: audit logs, metrics, extra authorization. One per
+    /// server; a later call replaces it.
+    pub fn intercept(mut self, interceptor: impl Interceptor) -> Self {
+        self.services.intercept(Arc::new(interceptor));
         self
     }
 

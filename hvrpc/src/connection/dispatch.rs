@@ -25,6 +25,7 @@ use bytes::Bytes;
 use super::Services;
 use crate::engine::{Cancel, Dispatch, error_frame};
 use crate::error::{Error, ErrorCode};
+use crate::intercept::{self, CallInfo, Outcome, Watch};
 use crate::link::{Shared, Write};
 use crate::protocol::{Frame, FrameBuf, Header, Message, PeerLimits, Status};
 use crate::service::{Body, Context, Handler};
@@ -63,10 +64,30 @@ impl Calls {
         let Some(svc) = self.services.get(service) else {
             return self.answer(
                 id,
+                &mut None,
                 Err((ErrorCode::UnknownService, format!("no service {service}"))),
             );
         };
         let method_name = svc.method_name(method).unwrap_or("?");
+        // Watched only when something looks: the interceptor, or debug events.
+        let interceptor = self.services.interceptor();
+        let mut watch = if interceptor.is_some() || tracing::enabled!(tracing::Level::DEBUG) {
+            let info = CallInfo {
+                peer: Arc::clone(&self.link.peer),
+                service: svc.name(),
+                method: method_name,
+                id,
+                deadline,
+            };
+            let (w, refusal) = Watch::start(interceptor.cloned(), info);
+            let mut w = Some(w);
+            if let Some(why) = refusal {
+                return self.answer(id, &mut w, Err((ErrorCode::PermissionDenied, why)));
+            }
+            w
+        } else {
+            None
+        };
         // Arguments in another release's shape are translated first (the reader's
         // `Deserialize` runs: inside the panic guard).
         let read = |body: Bytes| -> Result<Bytes, (ErrorCode, String)> {
@@ -113,12 +134,13 @@ impl Calls {
         };
         let handler = match started {
             Ok(Ok(h)) => h,
-            Ok(Err(refusal)) => return self.answer(id, Err(refusal)),
+            Ok(Err(refusal)) => return self.answer(id, &mut watch, Err(refusal)),
             Err(p) => {
                 let msg = panic_message(p.as_ref());
                 tracing::warn!(id, panic = %msg, "decoding the arguments panicked");
                 return self.answer(
                     id,
+                    &mut watch,
                     Err((
                         ErrorCode::Internal,
                         format!(
@@ -141,10 +163,13 @@ impl Calls {
                 };
                 match polled {
                     Ok(Poll::Ready(body)) => {
-                        let frame = reply(&self.peer, id, body);
+                        let (frame, outcome) = reply(&self.peer, id, body);
                         let mut core = link.lock();
-                        core.respond(now, id, frame);
+                        let sent = core.respond(now, id, frame);
                         link.release(core, Write::Later);
+                        if sent {
+                            intercept::report(&mut watch, outcome);
+                        }
                     }
                     Ok(Poll::Pending) => {
                         tokio::spawn(
@@ -153,13 +178,13 @@ impl Calls {
                                     until_cancelled(&cancel, AssertUnwindSafe(fut).catch_unwind())
                                         .await;
                                 if let Some(result) = out {
-                                    finish(&link, &peer, id, result);
+                                    finish(&link, &peer, id, result, &mut watch);
                                 }
                             }
                             .instrument(span),
                         );
                     }
-                    Err(p) => self.answer_panic(id, p),
+                    Err(p) => self.answer_panic(id, &mut watch, p),
                 }
             }
             Handler::Blocking(fut) => {
@@ -172,7 +197,7 @@ impl Calls {
                         AssertUnwindSafe(fut).catch_unwind(),
                     ));
                     if let Some(result) = out {
-                        finish(&link, &peer, id, result);
+                        finish(&link, &peer, id, result, &mut watch);
                     }
                 }));
             }
@@ -180,6 +205,7 @@ impl Calls {
                 if window == 0 {
                     return self.answer(
                         id,
+                        &mut watch,
                         Err((
                             ErrorCode::BadRequest,
                             format!(
@@ -191,7 +217,7 @@ impl Calls {
                 }
                 tokio::spawn(
                     async move {
-                        until_cancelled(&cancel, produce(&link, &peer, id, fut)).await;
+                        until_cancelled(&cancel, produce(&link, &peer, id, fut, &mut watch)).await;
                     }
                     .instrument(span),
                 );
@@ -199,19 +225,23 @@ impl Calls {
         }
     }
 
-    fn answer(&self, id: u64, result: Result<(), (ErrorCode, String)>) {
+    fn answer(&self, id: u64, watch: &mut Option<Watch>, result: Result<(), (ErrorCode, String)>) {
         if let Err((code, message)) = result {
             let mut core = self.link.lock();
-            core.respond_error(Instant::now(), id, code, message);
+            let sent = core.respond_error(Instant::now(), id, code, message);
             self.link.release(core, Write::Later);
+            if sent {
+                intercept::report(watch, Outcome::Error(code));
+            }
         }
     }
 
-    fn answer_panic(&self, id: u64, p: Box<dyn std::any::Any + Send>) {
+    fn answer_panic(&self, id: u64, watch: &mut Option<Watch>, p: Box<dyn std::any::Any + Send>) {
         let msg = panic_message(p.as_ref());
         tracing::warn!(id, panic = %msg, "handler panicked");
         self.answer(
             id,
+            watch,
             Err((ErrorCode::Internal, format!("the handler panicked: {msg}"))),
         );
     }
@@ -229,13 +259,25 @@ async fn until_cancelled<F: Future>(cancel: &Cancel, fut: F) -> Option<F::Output
     .await
 }
 
-/// What answers a handler's result (an `Internal` error if it cannot be sent).
-fn reply(peer: &PeerLimits, id: u64, body: Result<Body, Error>) -> Message {
+/// What answers a handler's result (an `Internal` error if it cannot be sent), and the
+/// outcome it makes.
+fn reply(peer: &PeerLimits, id: u64, body: Result<Body, Error>) -> (Message, Outcome) {
     let header = Header::Response {
         id,
         status: Status::Ok,
     };
-    body_message(peer, id, &header, body).unwrap_or_else(Message::from)
+    let failed = match &body {
+        Ok(_) => None,
+        Err(Error::Remote { code, .. }) => Some(*code),
+        Err(_) => Some(ErrorCode::Internal),
+    };
+    match body_message(peer, id, &header, body) {
+        Ok(m) => (m, Outcome::Ok),
+        Err(f) => (
+            Message::from(f),
+            Outcome::Error(failed.unwrap_or(ErrorCode::Internal)),
+        ),
+    }
 }
 
 /// `body` after `header` for the peer, or (`Err`) the error response that takes its place.
@@ -270,23 +312,28 @@ fn finish(
     peer: &PeerLimits,
     id: u64,
     result: Result<Result<Body, Error>, Box<dyn std::any::Any + Send>>,
+    watch: &mut Option<Watch>,
 ) {
-    let frame = match result {
+    let (frame, outcome) = match result {
         Ok(body) => reply(peer, id, body),
         Err(p) => {
             let msg = panic_message(p.as_ref());
             tracing::warn!(id, panic = %msg, "handler panicked");
-            Message::from(error_frame(
+            let frame = error_frame(
                 peer.max_frame,
                 id,
                 ErrorCode::Internal,
                 format!("the handler panicked: {msg}"),
-            ))
+            );
+            (Message::from(frame), Outcome::Error(ErrorCode::Internal))
         }
     };
     let mut core = link.lock();
-    core.respond(Instant::now(), id, frame);
+    let sent = core.respond(Instant::now(), id, frame);
     link.release(core, Write::Now);
+    if sent {
+        intercept::report(watch, outcome);
+    }
 }
 
 /// A server stream's producer: pulls an item only with credit in hand and the previous item
@@ -299,10 +346,11 @@ async fn produce(
         'static,
         futures_util::stream::BoxStream<'static, Result<Body, Error>>,
     >,
+    watch: &mut Option<Watch>,
 ) {
     let mut stream = match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(s) => s,
-        Err(p) => return finish(link, peer, id, Err(p)),
+        Err(p) => return finish(link, peer, id, Err(p), watch),
     };
     loop {
         let go = std::future::poll_fn(|cx| link.lock().poll_send_item(id, cx.waker())).await;
@@ -313,20 +361,20 @@ async fn produce(
             Ok(Some(Ok(body))) => {
                 let item = body_message(peer, id, &Header::StreamItem { id }, Ok(body));
                 let mut core = link.lock();
-                let sent = match item {
-                    Ok(item) => core.send_item(id, item),
-                    Err(error) => {
-                        // Too large to send: the stream ends with the error.
-                        core.respond(Instant::now(), id, error);
-                        false
-                    }
+                let (sent, ended) = match item {
+                    Ok(item) => (core.send_item(id, item), false),
+                    // Too large to send: the stream ends with the error.
+                    Err(error) => (false, core.respond(Instant::now(), id, error)),
                 };
                 link.release(core, Write::Now);
+                if ended {
+                    intercept::report(watch, Outcome::Error(ErrorCode::Internal));
+                }
                 if !sent {
                     return;
                 }
             }
-            Ok(Some(Err(e))) => return finish(link, peer, id, Ok(Err(e))),
+            Ok(Some(Err(e))) => return finish(link, peer, id, Ok(Err(e)), watch),
             Ok(None) => {
                 let end = FrameBuf::new(
                     &Header::Response {
@@ -338,11 +386,14 @@ async fn produce(
                 .finish_frame(usize::MAX)
                 .unwrap_or_default();
                 let mut core = link.lock();
-                core.respond(Instant::now(), id, end);
+                let sent = core.respond(Instant::now(), id, end);
                 link.release(core, Write::Now);
+                if sent {
+                    intercept::report(watch, Outcome::Ok);
+                }
                 return;
             }
-            Err(p) => return finish(link, peer, id, Err(p)),
+            Err(p) => return finish(link, peer, id, Err(p), watch),
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::engine::handshake::MIN_MAX_FRAME;
 use crate::engine::{Core, CoreConfig, Limits};
 use crate::error::Error;
+use crate::intercept::Interceptor;
 use crate::link::{CallHandle, Handle, Shared};
 use crate::protocol::{Header, Hello, PeerLimits, ServiceDesc};
 use crate::schema::{MethodKind, Reading, ServiceSpec};
@@ -37,9 +38,19 @@ use crate::streaming::RawStreaming;
 pub(crate) struct Services {
     list: Vec<Arc<dyn Service>>,
     specs: Vec<Result<Arc<ServiceSpec>, Arc<str>>>,
+    interceptor: Option<Arc<dyn Interceptor>>,
 }
 
 impl Services {
+    /// Every call of these services goes past `i` (replacing any earlier one).
+    pub(crate) fn intercept(&mut self, i: Arc<dyn Interceptor>) {
+        self.interceptor = Some(i);
+    }
+
+    pub(crate) fn interceptor(&self) -> Option<&Arc<dyn Interceptor>> {
+        self.interceptor.as_ref()
+    }
+
     pub(crate) fn push(&mut self, service: Arc<dyn Service>) {
         self.specs.push(service.spec());
         self.list.push(service);
