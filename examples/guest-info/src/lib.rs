@@ -5,6 +5,7 @@
 //! * `guest-info-agent` runs in the guest; `guest-info` queries it from the host.
 //! * [`report`] renders the answers for people.
 
+pub mod audit;
 pub mod collect;
 pub mod report;
 

@@ -197,3 +197,68 @@ fn bad_input_is_a_clear_error() {
     let out = run(AGENT, &["--no-listen"]);
     assert_eq!(out.status.code(), Some(2), "--no-listen requires --dial");
 }
+
+/// Text without ANSI colour sequences.
+fn plain(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn audit_logs_every_call_and_counts_them_per_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep = format!("unix://{}", dir.path().join("audit.sock").display());
+    let agent = spawn(AGENT, &["--listen", &ep, "--once", "--audit"]);
+    let out = run(HOST, &["query", &ep, "--json", "--wait", "10"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut agent = agent;
+    let started = Instant::now();
+    while agent.0.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "agent did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut log = String::new();
+    std::io::Read::read_to_string(agent.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let log = plain(&log);
+    let calls: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" call ") && l.contains("method=GuestInfo."))
+        .collect();
+    assert!(!calls.is_empty(), "no audit lines:\n{log}");
+    for l in &calls {
+        assert!(l.contains("outcome=Ok"), "{l}");
+        assert!(l.contains("peer="), "{l}");
+    }
+    // The summary counts the same calls.
+    let summary = log
+        .lines()
+        .find(|l| l.contains("calls served, by method"))
+        .unwrap_or_else(|| panic!("no summary:\n{log}"));
+    let counted: u64 = summary
+        .split("\": ")
+        .skip(1)
+        .map(|v| {
+            v.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(counted, calls.len() as u64, "{summary}\n{log}");
+}

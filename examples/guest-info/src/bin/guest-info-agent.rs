@@ -2,9 +2,11 @@
 //! host and stay connected (so a host with a wildcard listener finds it).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use guest_info::audit::Audit;
 use guest_info::{Agent, GuestInfoServer, PORT};
 use hvrpc::transport::Listener;
 use hvrpc::{Config, Connector, Endpoint, Server};
@@ -31,6 +33,9 @@ struct Args {
     /// Exit once this many connections to the listener have closed (for demos and tests).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     connections: Option<u32>,
+    /// Log every call (peer, method, outcome, time taken), and the calls per method on exit.
+    #[arg(long)]
+    audit: bool,
     /// Log more (also: RUST_LOG=debug).
     #[arg(short, long)]
     verbose: bool,
@@ -64,10 +69,13 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 /// Dials `endpoint` and serves over the connection; when it breaks, dials again with backoff
 /// from 1 s up to 30 s.
-async fn dial_loop(endpoint: Endpoint, stop: watch::Receiver<bool>) {
+async fn dial_loop(endpoint: Endpoint, stop: watch::Receiver<bool>, audit: Option<Arc<Audit>>) {
     let mut delay = Duration::from_secs(1);
     loop {
-        let connector = Connector::new().serve(GuestInfoServer::new(Agent));
+        let mut connector = Connector::new().serve(GuestInfoServer::new(Agent));
+        if let Some(a) = &audit {
+            connector = connector.intercept(Arc::clone(a));
+        }
         let attempt = async {
             let channel = connector.connect(&endpoint).await?;
             channel.connection().await
@@ -112,6 +120,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    let audit = args.audit.then(|| Arc::new(Audit::default()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     if !args.no_listen {
@@ -126,12 +135,15 @@ async fn main() -> ExitCode {
         let mut server = Server::new()
             .config(Config::server())
             .add_service(GuestInfoServer::new(Agent));
+        if let Some(a) = &audit {
+            server = server.intercept(Arc::clone(a));
+        }
         if let Some(n) = args.connections.or(args.once.then_some(1)) {
             let stop_tx = stop_tx.clone();
-            let closed = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let closed = Arc::new(std::sync::atomic::AtomicU32::new(0));
             server = server.on_connection(move |conn| {
                 let stop_tx = stop_tx.clone();
-                let closed = std::sync::Arc::clone(&closed);
+                let closed = Arc::clone(&closed);
                 tokio::spawn(async move {
                     let reason = conn.closed().await;
                     let done = closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
@@ -146,7 +158,7 @@ async fn main() -> ExitCode {
         tasks.spawn(server.serve_with_shutdown(listener, stopped(stop_rx.clone())));
     }
     if let Some(endpoint) = args.dial.clone() {
-        tasks.spawn(dial_loop(endpoint, stop_rx.clone()));
+        tasks.spawn(dial_loop(endpoint, stop_rx.clone(), audit.clone()));
     }
     tokio::select! {
         () = shutdown_signal() => tracing::info!("shutting down"),
@@ -154,5 +166,8 @@ async fn main() -> ExitCode {
     }
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    if let Some(a) = audit {
+        tracing::info!(calls = ?a.counts(), "calls served, by method");
+    }
     ExitCode::SUCCESS
 }
