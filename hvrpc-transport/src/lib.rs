@@ -10,6 +10,18 @@
 //! * [`Stream`]: `AsyncRead + AsyncWrite`, splittable into owned halves.
 //! * [`framing`]: length-prefixed frames with a size limit enforced before allocation.
 //!
+//! # The ecosystem (cargo features, off by default)
+//!
+//! | feature | gives | for |
+//! |---|---|---|
+//! | `hyper` | `hyper::Connector` (a `tower_service::Service<Uri>`) and its `hyper::Io` | hyper 1.x / hyper-util 0.1 clients |
+//! | `tonic` | `Connected` for [`Stream`] (connect info: the [`PeerAddr`]), plus `hyper` | tonic 0.14: `serve_with_incoming(listener.incoming())`, `connect_with_connector` |
+//! | `axum` | `axum::serve::Listener` for [`Listener`], `ConnectInfo<PeerAddr>` | axum 0.8 |
+//!
+//! [`Listener::incoming`] (always there) turns a listener into the stream of connections
+//! such servers take. These versions are the ones supported and tested here; a new major
+//! version of any of them is a new feature of this crate.
+//!
 //! # Quick start
 //!
 //! ```
@@ -40,6 +52,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(
     not(test),
     deny(
@@ -51,18 +64,29 @@
 )]
 
 pub mod addr;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 mod connect;
 pub mod discovery;
 pub mod framing;
+#[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub mod hyper;
+mod incoming;
 mod options;
 pub mod registry;
 mod stream;
 mod sys;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod tonic;
 
 pub use addr::{
     AddrParseError, Endpoint, HvSocketAddr, HybridVsockAddr, PeerAddr, ServiceId, VmId, VsockAddr,
 };
 pub use connect::{connect, connect_with, is_retryable};
+pub use incoming::Incoming;
 pub use options::{ConnectOptions, RetryPolicy, SocketOptions};
 pub use stream::{Listener, OwnedReadHalf, OwnedWriteHalf, Stream};
 

@@ -333,6 +333,14 @@ impl Listener {
         &self.local
     }
 
+    /// The listener's connections as a stream (for tonic's `serve_with_incoming` and other
+    /// servers that take one): accept errors are ridden out, never yielded — see [`Incoming`].
+    ///
+    /// [`Incoming`]: crate::Incoming
+    pub fn incoming(self) -> crate::Incoming {
+        crate::Incoming::new(self)
+    }
+
     /// Waits for the next connection and returns it with its peer's address: the peer's VM id
     /// (Hyper-V sockets) or CID (vsock), even when the listener is bound to a wildcard.
     pub async fn accept(&self) -> io::Result<(Stream, PeerAddr)> {
