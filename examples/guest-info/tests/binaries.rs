@@ -145,6 +145,47 @@ fn watch_streams_samples() {
     );
 }
 
+/// `guest-info watch … | head -1`: when the reader goes away the tool ends quietly with
+/// success, instead of panicking on the broken pipe as `println!` does.
+#[test]
+fn watch_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep = format!("unix://{}", dir.path().join("pipe.sock").display());
+    let _agent = spawn(AGENT, &["--listen", &ep]);
+    let mut watch = spawn(
+        HOST,
+        &[
+            "watch",
+            &ep,
+            "--interval-ms",
+            "20",
+            "--json",
+            "--wait",
+            "10",
+        ],
+    );
+    let mut first = String::new();
+    let mut stdout = BufReader::new(watch.0.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("memory_total_bytes"), "{first}");
+    drop(stdout);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = watch.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "watch went on writing into nothing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(watch.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn listen_lists_agents_that_dial_in() {
     let dir = tempfile::tempdir().unwrap();

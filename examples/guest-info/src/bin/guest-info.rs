@@ -84,7 +84,35 @@ async fn connect(endpoint: &Endpoint, wait: u64) -> Result<GuestInfoClient, hvrp
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+/// Why a command stopped early.
+enum Stop {
+    /// Whoever reads our output went away (`guest-info watch … | head`): not an error.
+    OutputClosed,
+    /// A failure, for stderr.
+    Failed(String),
+}
+
+impl From<String> for Stop {
+    fn from(e: String) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+/// Writes `text` to stdout; a closed pipe stops the command quietly instead of panicking as
+/// `println!` does.
+fn out(text: std::fmt::Arguments<'_>) -> Result<(), Stop> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_fmt(text)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => Stop::OutputClosed,
+            _ => Stop::Failed(format!("writing to stdout: {e}")),
+        })
+}
+
+async fn run(args: Args) -> Result<(), Stop> {
     match args.command {
         Command::Query {
             endpoint,
@@ -95,10 +123,9 @@ async fn run(args: Args) -> Result<(), String> {
             let report = Report::gather(&guest).await;
             if json {
                 let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-                println!("{text}");
+                out(format_args!("{text}\n"))?;
             } else {
-                println!("Guest at {endpoint}");
-                print!("{report}");
+                out(format_args!("Guest at {endpoint}\n{report}"))?;
             }
             Ok(())
         }
@@ -115,12 +142,10 @@ async fn run(args: Args) -> Result<(), String> {
             while let Some(sample) = samples.next().await {
                 let sample = sample.map_err(|e| e.to_string())?;
                 if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string(&sample).map_err(|e| e.to_string())?
-                    );
+                    let line = serde_json::to_string(&sample).map_err(|e| e.to_string())?;
+                    out(format_args!("{line}\n"))?;
                 } else {
-                    println!("{}", report::sample_line(&sample));
+                    out(format_args!("{}\n", report::sample_line(&sample)))?;
                 }
             }
             Ok(())
@@ -143,7 +168,7 @@ async fn run(args: Args) -> Result<(), String> {
                         .await
                         .map(|o| o.pretty_name)
                         .map_err(|e| e.to_string());
-                    if json {
+                    let shown = if json {
                         let line = serde_json::json!({
                             "peer": peer.to_string(),
                             "vm_id": peer.vm_id().map(|v| v.to_string()),
@@ -151,13 +176,18 @@ async fn run(args: Args) -> Result<(), String> {
                             "hostname": hostname.as_ref().ok(),
                             "os": os.as_ref().ok(),
                         });
-                        println!("{line}");
+                        out(format_args!("{line}\n"))
                     } else {
-                        println!(
-                            "{peer}  {}  {}",
+                        out(format_args!(
+                            "{peer}  {}  {}\n",
                             hostname.unwrap_or_else(|e| format!("(hostname: {e})")),
                             os.unwrap_or_else(|e| format!("(os: {e})"))
-                        );
+                        ))
+                    };
+                    match shown {
+                        Ok(()) => {}
+                        Err(Stop::OutputClosed) => std::process::exit(0),
+                        Err(Stop::Failed(e)) => eprintln!("guest-info: {e}"),
                     }
                 });
             });
@@ -173,8 +203,8 @@ async fn run(args: Args) -> Result<(), String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Ok(()) | Err(Stop::OutputClosed) => ExitCode::SUCCESS,
+        Err(Stop::Failed(e)) => {
             eprintln!("guest-info: {e}");
             ExitCode::FAILURE
         }
