@@ -5,3 +5,8 @@
 
 /// hvrpc, re-exported under another name.
 pub use hvrpc as facade;
+
+/// The user guide, `docs/GUIDE.md`: included here so that `cargo test` compiles and runs
+/// every Rust block in it.
+#[doc = include_str!("../../docs/GUIDE.md")]
+pub mod guide {}
