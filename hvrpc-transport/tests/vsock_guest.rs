@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{STEP, echo_roundtrip, echo_server, pattern, require_env};
+use common::{STEP, echo_roundtrip, echo_roundtrip_halves, echo_server, pattern, require_env};
 use hvrpc_transport::{
     ConnectOptions, Endpoint, Listener, PeerAddr, RetryPolicy, SocketOptions, VsockAddr,
     connect_with, vsock_local_cid,
@@ -192,4 +192,65 @@ async fn guest_host_exchange() {
         .await
         .expect("guest↔host exchange timed out");
     assert_eq!(served, MIB);
+}
+
+/// Interop with a vsock stack no one here wrote: a `tokio-vsock` client talks to an
+/// hvrpc-transport listener (loopback, CID 1) and the peer addresses agree on both sides.
+#[tokio::test]
+async fn a_tokio_vsock_client_talks_to_an_hvrpc_transport_listener() {
+    if !in_guest() {
+        return;
+    }
+    let listener = Listener::bind(&"vsock://any:any".parse().unwrap())
+        .await
+        .unwrap();
+    let Endpoint::Vsock(bound) = listener.local_endpoint().clone() else {
+        panic!("not a vsock endpoint: {}", listener.local_endpoint());
+    };
+    let server = tokio::spawn(async move {
+        let (stream, peer) = listener.accept().await.unwrap();
+        (echo_server(stream, MIB).await, peer)
+    });
+    let client = tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(1, bound.port))
+        .await
+        .unwrap();
+    let client_port = client.local_addr().unwrap().port();
+    let (r, w) = client.into_split();
+    echo_roundtrip_halves(r, w, &pattern(MIB, 31)).await;
+    let (n, peer) = tokio::time::timeout(STEP, server).await.unwrap().unwrap();
+    assert_eq!(n, MIB);
+    println!("tokio-vsock client seen as {peer}");
+    assert_eq!(peer, PeerAddr::Vsock(VsockAddr::new(1, client_port)));
+}
+
+/// The other way: an hvrpc-transport client talks to a `tokio-vsock` listener.
+#[tokio::test]
+async fn an_hvrpc_transport_client_talks_to_a_tokio_vsock_listener() {
+    if !in_guest() {
+        return;
+    }
+    let listener = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(
+        tokio_vsock::VMADDR_CID_ANY,
+        0x7a7a,
+    ))
+    .unwrap();
+    let server = tokio::spawn(async move {
+        let (stream, peer) = listener.accept().await.unwrap();
+        (echo_server(stream, MIB).await, peer)
+    });
+    let stream = connect_with(
+        &Endpoint::Vsock(VsockAddr::new(1, 0x7a7a)),
+        &ConnectOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        stream.peer_addr(),
+        &PeerAddr::Vsock(VsockAddr::new(1, 0x7a7a))
+    );
+    echo_roundtrip(stream, &pattern(MIB, 32)).await;
+    let (n, peer) = tokio::time::timeout(STEP, server).await.unwrap().unwrap();
+    assert_eq!(n, MIB);
+    println!("hvrpc-transport client seen by tokio-vsock as {peer:?}");
+    assert_eq!(peer.cid(), 1);
 }

@@ -33,7 +33,16 @@ pub(crate) const STEP: Duration = Duration::from_secs(120);
 /// Sends `data` and reads back as many bytes concurrently (through owned halves, so that a full
 /// send buffer never blocks reading), then checks they are equal.
 pub(crate) async fn echo_roundtrip(stream: Stream, data: &[u8]) {
-    let (mut r, mut w) = stream.into_split();
+    let (r, w) = stream.into_split();
+    echo_roundtrip_halves(r, w, data).await;
+}
+
+/// [`echo_roundtrip`] over any stream's halves (another crate's stream, say).
+pub(crate) async fn echo_roundtrip_halves(
+    mut r: impl AsyncRead + Unpin,
+    mut w: impl AsyncWrite + Unpin,
+    data: &[u8],
+) {
     let send = async {
         w.write_all(data).await.expect("write");
         w.flush().await.expect("flush");
