@@ -73,7 +73,20 @@ pub enum CheckError {
 impl std::fmt::Display for CheckError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CheckError::Http(e) => write!(f, "HTTP request failed: {e}"),
+            CheckError::Http(e) => {
+                // hyper-util's error says only "client error (Connect)": the cause is below.
+                let mut text = format!("HTTP request failed: {e}");
+                let mut cause = std::error::Error::source(e);
+                while let Some(c) = cause {
+                    let c_text = c.to_string();
+                    // Errors that print their source too would repeat it.
+                    if !text.contains(&c_text) {
+                        text = format!("{text}: {c_text}");
+                    }
+                    cause = c.source();
+                }
+                f.write_str(&text)
+            }
             CheckError::Body(e) => write!(f, "reading the answer failed: {e}"),
             CheckError::Status(code, body) => write!(f, "answered {code}: {body}"),
             CheckError::Json(e) => write!(f, "not a health report: {e}"),

@@ -58,6 +58,12 @@ async fn nobody_listening_is_an_http_error_not_a_hang() {
         .await
         .unwrap_err();
     assert!(matches!(err, CheckError::Http(_)), "{err}");
+    // The cause is spelled out, not just hyper's "client error (Connect)".
+    assert!(
+        err.to_string()
+            .contains("cannot connect to tcp://127.0.0.1:"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -14,9 +14,12 @@
 //! the same contract for clients in other languages.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hvrpc_transport::hyper::Connector;
 use hvrpc_transport::{Endpoint, Listener, PeerAddr};
+use tokio::sync::Notify;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -69,11 +72,47 @@ pub const MAX_COUNT: u32 = 1_000_000;
 
 /// The guest's implementation.
 #[derive(Debug, Default, Clone)]
-pub struct Agent;
+pub struct Agent {
+    budget: Option<Arc<Budget>>,
+}
+
+#[derive(Debug)]
+struct Budget {
+    left: AtomicU64,
+    spent: Notify,
+}
+
+impl Agent {
+    /// An agent that answers `calls` calls and then asks to stop: the returned future resolves
+    /// once the last one has started (for test harnesses; pass it to [`serve`] as `shutdown`,
+    /// which lets calls in flight finish).
+    pub fn stopping_after(calls: u64) -> (Agent, impl Future<Output = ()> + Send + 'static) {
+        let budget = Arc::new(Budget {
+            left: AtomicU64::new(calls),
+            spent: Notify::new(),
+        });
+        if calls == 0 {
+            budget.spent.notify_one();
+        }
+        let agent = Agent {
+            budget: Some(Arc::clone(&budget)),
+        };
+        (agent, async move { budget.spent.notified().await })
+    }
+
+    fn count_call(&self) {
+        if let Some(b) = &self.budget
+            && b.left.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            b.spent.notify_one();
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl GuestAgent for Agent {
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        self.count_call();
         // hvrpc-transport's `Connected` puts the peer's address into every request.
         let peer = request
             .extensions()
@@ -92,6 +131,7 @@ impl GuestAgent for Agent {
         &self,
         request: Request<CountRequest>,
     ) -> Result<Response<Self::CountStream>, Status> {
+        self.count_call();
         let n = request.into_inner().n;
         if n > MAX_COUNT {
             return Err(Status::invalid_argument(format!(
@@ -103,13 +143,14 @@ impl GuestAgent for Agent {
     }
 }
 
-/// Serves [`Agent`] on `listener` until `shutdown` resolves.
+/// Serves `agent` on `listener` until `shutdown` resolves (then lets calls in flight finish).
 pub async fn serve(
     listener: Listener,
+    agent: Agent,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .add_service(GuestAgentServer::new(Agent))
+        .add_service(GuestAgentServer::new(agent))
         .serve_with_incoming_shutdown(listener.incoming(), shutdown)
         .await
 }

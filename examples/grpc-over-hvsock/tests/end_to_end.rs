@@ -14,7 +14,7 @@ async fn serve(endpoint: &str) -> (Endpoint, oneshot::Sender<()>, tokio::task::J
     let bound = listener.local_endpoint().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        grpc_over_hvsock::serve(listener, async {
+        grpc_over_hvsock::serve(listener, grpc_over_hvsock::Agent::default(), async {
             let _ = stopped.await;
         })
         .await
@@ -103,6 +103,41 @@ async fn a_client_of_a_server_that_is_not_there_gets_an_error_not_a_hang() {
     .await
     .expect("the call must end, not hang");
     assert_eq!(outcome.unwrap_err().code(), tonic::Code::Unavailable);
+}
+
+#[tokio::test]
+async fn an_agent_with_a_call_budget_stops_after_answering_its_last_call() {
+    let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let endpoint = listener.local_endpoint().clone();
+    let (agent, spent) = grpc_over_hvsock::Agent::stopping_after(2);
+    let server = tokio::spawn(grpc_over_hvsock::serve(listener, agent, spent));
+    let mut client = grpc_over_hvsock::connect(endpoint);
+    let ping = client
+        .ping(PingRequest {
+            message: "1".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(ping.into_inner().message, "1");
+    // The last call is a stream: it must still arrive whole while the server shuts down.
+    let mut items = client
+        .count(CountRequest { n: 500 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut n = 0;
+    while let Some(item) = items.message().await.unwrap() {
+        assert_eq!(item.value, n);
+        n += 1;
+    }
+    assert_eq!(n, 500);
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("the server stops after its budget")
+        .unwrap()
+        .unwrap();
 }
 
 #[cfg(target_os = "linux")]

@@ -5,7 +5,10 @@
 //! grpc-guest --listen unix:///tmp/agent.sock      # anywhere, for a try
 //! ```
 
+use std::pin::Pin;
+
 use clap::Parser;
+use grpc_over_hvsock::Agent;
 use hvrpc_transport::{Endpoint, Listener};
 
 /// Serves the GuestAgent gRPC service (tonic) over Hyper-V sockets, vsock or a Unix socket.
@@ -15,6 +18,9 @@ struct Args {
     /// hybrid-vsock://<path>:<port>, unix://<path>, tcp://<ip>:<port>.
     #[arg(long)]
     listen: Endpoint,
+    /// Exit after answering this many calls (for test harnesses).
+    #[arg(long, value_name = "N")]
+    exit_after_calls: Option<u64>,
 }
 
 #[tokio::main]
@@ -28,10 +34,21 @@ async fn main() -> std::process::ExitCode {
         }
     };
     println!("serving on {}", listener.local_endpoint());
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    let (agent, spent): (_, Pin<Box<dyn Future<Output = ()> + Send>>) = match args.exit_after_calls
+    {
+        Some(n) => {
+            let (agent, spent) = Agent::stopping_after(n);
+            (agent, Box::pin(spent))
+        }
+        None => (Agent::default(), Box::pin(std::future::pending())),
     };
-    match grpc_over_hvsock::serve(listener, shutdown).await {
+    let shutdown = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = spent => {}
+        }
+    };
+    match grpc_over_hvsock::serve(listener, agent, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("grpc-guest: {e}");

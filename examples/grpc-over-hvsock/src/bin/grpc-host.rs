@@ -5,6 +5,7 @@
 //! grpc-host --connect unix:///tmp/agent.sock count 3
 //! ```
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -46,8 +47,13 @@ async fn main() -> ExitCode {
             }
             Call::Count { n } => {
                 let mut items = client.count(CountRequest { n }).await?.into_inner();
+                let mut stdout = std::io::stdout().lock();
                 while let Some(item) = items.message().await? {
-                    println!("{}", item.value);
+                    // `grpc-host … count 1000000 | head`: a closed pipe ends the call quietly
+                    // (dropping the stream cancels it on the guest).
+                    if writeln!(stdout, "{}", item.value).is_err() {
+                        break;
+                    }
                 }
             }
         }
@@ -56,7 +62,12 @@ async fn main() -> ExitCode {
     match tokio::time::timeout(Duration::from_secs(args.timeout), call).await {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(status)) => {
-            eprintln!("grpc-host: {}: {status}", args.connect);
+            eprintln!(
+                "grpc-host: {}: {:?}: {}",
+                args.connect,
+                status.code(),
+                status.message()
+            );
             ExitCode::FAILURE
         }
         Err(_) => {
