@@ -7,6 +7,8 @@
 
 pub mod audit;
 pub mod collect;
+pub mod copy;
+pub mod files;
 pub mod report;
 
 use std::time::Duration;

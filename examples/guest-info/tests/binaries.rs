@@ -303,3 +303,106 @@ fn audit_logs_every_call_and_counts_them_per_method() {
         .sum();
     assert_eq!(counted, calls.len() as u64, "{summary}\n{log}");
 }
+
+/// `guest-info cp` both ways through an agent run with `--files`: a 6 MiB file (more than one
+/// frame) arrives intact, the guest's copy replaces the old one atomically, and paths out of
+/// the shared directory are refused with a message that says so.
+#[test]
+fn cp_copies_files_both_ways_inside_the_shared_directory_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(shared.join("sub")).unwrap();
+    std::fs::write(shared.join("sub/data.bin"), b"old contents").unwrap();
+    std::fs::write(dir.path().join("secret"), b"not for the host").unwrap();
+    let ep = format!("unix://{}", dir.path().join("files.sock").display());
+    let _agent = spawn(
+        AGENT,
+        &["--listen", &ep, "--files", shared.to_str().unwrap()],
+    );
+
+    let data: Vec<u8> = (0..6 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let local = dir.path().join("local.bin");
+    std::fs::write(&local, &data).unwrap();
+    let remote = format!("{ep}:sub/data.bin");
+    let up = run(
+        HOST,
+        &["cp", local.to_str().unwrap(), &remote, "--wait", "10"],
+    );
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert!(
+        text(&up.stderr).contains("copied 6291456 bytes"),
+        "{}",
+        text(&up.stderr)
+    );
+    assert!(std::fs::read(shared.join("sub/data.bin")).unwrap() == data);
+    let names: Vec<_> = std::fs::read_dir(shared.join("sub"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["data.bin"], "no temporary file left in the guest");
+
+    let back = dir.path().join("back.bin");
+    let down = run(HOST, &["cp", &remote, back.to_str().unwrap()]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert!(std::fs::read(&back).unwrap() == data);
+    assert!(!dir.path().join("back.bin.part").exists());
+
+    for bad in ["../secret", "sub/../../secret"] {
+        let out = run(
+            HOST,
+            &[
+                "cp",
+                &format!("{ep}:{bad}"),
+                dir.path().join("x").to_str().unwrap(),
+            ],
+        );
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr).contains("`..` is not allowed"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(dir.path().join("secret"), shared.join("link")).unwrap();
+        let out = run(
+            HOST,
+            &[
+                "cp",
+                &format!("{ep}:link"),
+                dir.path().join("x").to_str().unwrap(),
+            ],
+        );
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr).contains("leads outside the shared directory"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!dir.path().join("x").exists());
+    }
+}
+
+/// Without `--files` the agent serves no files: `cp` fails and says the guest lacks it.
+#[test]
+fn cp_is_off_unless_the_agent_shares_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep = format!("unix://{}", dir.path().join("nofiles.sock").display());
+    let _agent = spawn(AGENT, &["--listen", &ep]);
+    let out = run(
+        HOST,
+        &[
+            "cp",
+            &format!("{ep}:anything"),
+            dir.path().join("x").to_str().unwrap(),
+            "--wait",
+            "10",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("GuestFiles"), "{err}");
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use guest_info::audit::Audit;
+use guest_info::files::{FileShare, GuestFilesServer};
 use guest_info::{Agent, GuestInfoServer, PORT};
 use hvrpc::transport::Listener;
 use hvrpc::{Config, Connector, Endpoint, Server};
@@ -36,6 +37,10 @@ struct Args {
     /// Log every call (peer, method, outcome, time taken), and the calls per method on exit.
     #[arg(long)]
     audit: bool,
+    /// Serve reading and writing files inside DIR (and nowhere else) to the host, for
+    /// `guest-info cp`. Off unless given.
+    #[arg(long, value_name = "DIR")]
+    files: Option<std::path::PathBuf>,
     /// Log more (also: RUST_LOG=debug).
     #[arg(short, long)]
     verbose: bool,
@@ -69,10 +74,18 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 /// Dials `endpoint` and serves over the connection; when it breaks, dials again with backoff
 /// from 1 s up to 30 s.
-async fn dial_loop(endpoint: Endpoint, stop: watch::Receiver<bool>, audit: Option<Arc<Audit>>) {
+async fn dial_loop(
+    endpoint: Endpoint,
+    stop: watch::Receiver<bool>,
+    audit: Option<Arc<Audit>>,
+    files: Option<Arc<FileShare>>,
+) {
     let mut delay = Duration::from_secs(1);
     loop {
         let mut connector = Connector::new().serve(GuestInfoServer::new(Agent));
+        if let Some(share) = &files {
+            connector = connector.serve(GuestFilesServer::new(Arc::clone(share)));
+        }
         if let Some(a) = &audit {
             connector = connector.intercept(Arc::clone(a));
         }
@@ -121,6 +134,19 @@ async fn main() -> ExitCode {
         .init();
 
     let audit = args.audit.then(|| Arc::new(Audit::default()));
+    let files = match &args.files {
+        None => None,
+        Some(dir) => match FileShare::new(dir) {
+            Ok(share) => {
+                tracing::info!(dir = %share.root().display(), "serving GuestFiles");
+                Some(Arc::new(share))
+            }
+            Err(e) => {
+                eprintln!("guest-info-agent: cannot share {}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     if !args.no_listen {
@@ -135,6 +161,9 @@ async fn main() -> ExitCode {
         let mut server = Server::new()
             .config(Config::server())
             .add_service(GuestInfoServer::new(Agent));
+        if let Some(share) = &files {
+            server = server.add_service(GuestFilesServer::new(Arc::clone(share)));
+        }
         if let Some(a) = &audit {
             server = server.intercept(Arc::clone(a));
         }
@@ -158,7 +187,12 @@ async fn main() -> ExitCode {
         tasks.spawn(server.serve_with_shutdown(listener, stopped(stop_rx.clone())));
     }
     if let Some(endpoint) = args.dial.clone() {
-        tasks.spawn(dial_loop(endpoint, stop_rx.clone(), audit.clone()));
+        tasks.spawn(dial_loop(
+            endpoint,
+            stop_rx.clone(),
+            audit.clone(),
+            files.clone(),
+        ));
     }
     tokio::select! {
         () = shutdown_signal() => tracing::info!("shutting down"),

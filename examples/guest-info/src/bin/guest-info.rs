@@ -1,10 +1,14 @@
 //! The host side: query a guest's agent, watch it live, or list guests that dial in.
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
+use guest_info::copy;
+use guest_info::files::GuestFilesClient;
 use guest_info::report::{self, Report};
 use guest_info::{GuestInfoClient, PORT};
 use hvrpc::transport::{ConnectOptions, Listener, RetryPolicy};
@@ -48,6 +52,19 @@ enum Command {
         /// Print JSON lines instead of text.
         #[arg(long)]
         json: bool,
+        /// Keep trying to connect for this many seconds.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
+    /// Copy a file into or out of the guest (its agent runs with --files DIR; guest paths are
+    /// inside DIR). One side is <endpoint>:<path>, e.g. vsock://3:18518:logs/boot.txt or
+    /// hybrid-vsock:///run/vm.sock:18518:in.bin. The guest replaces its file atomically;
+    /// a download is written to <local>.part and renamed when complete.
+    Cp {
+        /// Where from: <endpoint>:<path> or a local file.
+        from: String,
+        /// Where to: a local file or <endpoint>:<path>.
+        to: String,
         /// Keep trying to connect for this many seconds.
         #[arg(long, default_value_t = 0)]
         wait: u64,
@@ -112,6 +129,20 @@ fn out(text: std::fmt::Arguments<'_>) -> Result<(), Stop> {
         })
 }
 
+/// A progress bar on stderr, when stderr is a terminal.
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bytes}/{total_bytes} [{bar:40}] {bytes_per_sec}, {eta} left",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    Some(bar)
+}
+
 async fn run(args: Args) -> Result<(), Stop> {
     match args.command {
         Command::Query {
@@ -148,6 +179,45 @@ async fn run(args: Args) -> Result<(), Stop> {
                     out(format_args!("{}\n", report::sample_line(&sample)))?;
                 }
             }
+            Ok(())
+        }
+        Command::Cp { from, to, wait } => {
+            let (endpoint, remote, local, up) =
+                match (copy::parse_remote(&from), copy::parse_remote(&to)) {
+                    (Some((ep, remote)), None) => (ep, remote, PathBuf::from(&to), false),
+                    (None, Some((ep, remote))) => (ep, remote, PathBuf::from(&from), true),
+                    (Some(_), Some(_)) => {
+                        return Err("both sides are in a guest; one must be a local file"
+                            .to_owned()
+                            .into());
+                    }
+                    (None, None) => {
+                        return Err(format!(
+                            "neither {from:?} nor {to:?} is <endpoint>:<path> (e.g. \
+                             vsock://3:18518:file.txt)"
+                        )
+                        .into());
+                    }
+                };
+            let guest = connect(&endpoint, wait).await.map_err(|e| e.to_string())?;
+            let files = GuestFilesClient::new(guest.channel().clone());
+            let bar = progress_bar();
+            let show = |done: u64, total: u64| {
+                if let Some(b) = &bar {
+                    b.set_length(total);
+                    b.set_position(done);
+                }
+            };
+            let copied = if up {
+                copy::upload(&files, &local, &remote, show).await
+            } else {
+                copy::download(&files, &remote, &local, show).await
+            };
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            let n = copied.map_err(|e| format!("{endpoint}: {e}"))?;
+            eprintln!("copied {n} bytes");
             Ok(())
         }
         Command::Listen { endpoint, json } => {
