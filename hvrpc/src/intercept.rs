@@ -124,6 +124,9 @@ impl<T: Interceptor> Interceptor for Arc<T> {
 /// [`Outcome::Cancelled`] (or `DeadlineExceeded`) if it is dropped unreported.
 pub(crate) struct Watch {
     interceptor: Option<Arc<dyn Interceptor>>,
+    /// The call's `hvrpc.serve` span (disabled unless debug events are on): gets the
+    /// outcome and duration recorded when the call ends.
+    span: tracing::Span,
     info: CallInfo,
     started: Instant,
     reported: bool,
@@ -134,10 +137,12 @@ impl Watch {
     /// (report the refusal's outcome through the watch).
     pub(crate) fn start(
         interceptor: Option<Arc<dyn Interceptor>>,
+        span: tracing::Span,
         info: CallInfo,
     ) -> (Watch, Option<String>) {
         let w = Watch {
             interceptor,
+            span,
             info,
             started: Instant::now(),
             reported: false,
@@ -160,13 +165,17 @@ impl Watch {
             return;
         }
         let took = self.started.elapsed();
+        let took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.span.record("outcome", tracing::field::debug(&outcome));
+        self.span.record("took_us", took_us);
         tracing::debug!(
+            parent: &self.span,
             service = self.info.service,
             method = self.info.method,
             peer = %self.info.peer,
             id = self.info.id,
             outcome = ?outcome,
-            took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            took_us,
             "hvrpc call ended"
         );
         if let Some(i) = &self.interceptor

@@ -69,9 +69,26 @@ impl Calls {
             );
         };
         let method_name = svc.method_name(method).unwrap_or("?");
+        // Only when debug events are wanted: even a disabled span costs a call's worth of
+        // instructions where `tracing` forwards to `log`. The outcome and duration are
+        // recorded into it when the call ends (`Watch::report`).
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
+        let span = if debug {
+            tracing::debug_span!(
+                "hvrpc.serve",
+                service = svc.name(),
+                method = method_name,
+                peer = %self.link.peer,
+                id,
+                outcome = tracing::field::Empty,
+                took_us = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         // Watched only when something looks: the interceptor, or debug events.
         let interceptor = self.services.interceptor();
-        let mut watch = if interceptor.is_some() || tracing::enabled!(tracing::Level::DEBUG) {
+        let mut watch = if interceptor.is_some() || debug {
             let info = CallInfo {
                 peer: Arc::clone(&self.link.peer),
                 service: svc.name(),
@@ -79,7 +96,7 @@ impl Calls {
                 id,
                 deadline,
             };
-            let (w, refusal) = Watch::start(interceptor.cloned(), info);
+            let (w, refusal) = Watch::start(interceptor.cloned(), span.clone(), info);
             let mut w = Some(w);
             if let Some(why) = refusal {
                 return self.answer(id, &mut w, Err((ErrorCode::PermissionDenied, why)));
@@ -114,19 +131,6 @@ impl Calls {
             cancel: Arc::clone(&cancel),
             service: svc.name(),
             method: method_name,
-        };
-        // Only when debug events are wanted: even a disabled span costs a call's worth of
-        // instructions where `tracing` forwards to `log`.
-        let span = if tracing::enabled!(tracing::Level::DEBUG) {
-            tracing::debug_span!(
-                "hvrpc.serve",
-                service = svc.name(),
-                method = method_name,
-                peer = %self.link.peer,
-                id
-            )
-        } else {
-            tracing::Span::none()
         };
         let started = {
             let _entered = span.enter();
