@@ -38,7 +38,8 @@ fn local(what: &Path, e: std::io::Error) -> CopyError {
     CopyError::Local(format!("{}: {e}", what.display()))
 }
 
-/// Copies the guest's `remote` to `local` (written to `<local>.part`, renamed when complete);
+/// Copies the guest's `remote` to `local` (into it under the remote name if `local` is a
+/// directory), written to `<local>.part` (which must not exist) and renamed when complete;
 /// `progress(done, total)` after every chunk. Returns the bytes copied.
 pub async fn download(
     files: &GuestFilesClient,
@@ -52,8 +53,24 @@ pub async fn download(
             "{remote} is a directory in the guest"
         )));
     }
+    // Into a directory: under the guest file's own name.
+    let named;
+    let local_path = if local_path.is_dir() {
+        let name = Path::new(remote)
+            .file_name()
+            .ok_or_else(|| CopyError::Local(format!("{remote} names no file")))?;
+        named = local_path.join(name);
+        named.as_path()
+    } else {
+        local_path
+    };
     let part = part_name(local_path);
-    let mut out = std::fs::File::create(&part).map_err(|e| local(&part, e))?;
+    // Never through a file (or symlink) already there: a leftover must be looked at first.
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&part)
+        .map_err(|e| local(&part, e))?;
     let copied = async {
         let mut chunks = files.read(remote.to_owned(), 0).await?;
         let mut done = 0u64;
@@ -68,10 +85,13 @@ pub async fn download(
     }
     .await;
     match copied {
-        Ok(done) => {
-            std::fs::rename(&part, local_path).map_err(|e| local(local_path, e))?;
-            Ok(done)
-        }
+        Ok(done) => match std::fs::rename(&part, local_path) {
+            Ok(()) => Ok(done),
+            Err(e) => {
+                let _ = std::fs::remove_file(&part);
+                Err(local(local_path, e))
+            }
+        },
         Err(e) => {
             let _ = std::fs::remove_file(&part);
             Err(e)

@@ -6,19 +6,28 @@
 //!   followed) is outside the directory.
 //! * Reading streams the file in chunks ([`CHUNK`]), flow-controlled by hvrpc's stream credit.
 //! * Writing is atomic: the data goes to a temporary file beside the target
-//!   (`.<name>.<id>.part`), which replaces the target only when [`GuestFiles::write_commit`]
-//!   confirms the size. An upload that is aborted, or left untouched for [`STALE_AFTER`],
-//!   leaves nothing behind. (Upload travels as one call per chunk: hvrpc has no client
-//!   streams yet.)
+//!   (`.<name>.<id>.part`, mode 0600, given the old file's permissions), which replaces the
+//!   target only when [`GuestFiles::write_commit`] confirms the size. An upload belongs to the
+//!   peer that began it (its id is random); one that is aborted, or left untouched for
+//!   [`STALE_AFTER`], leaves nothing behind ([`FileShare::sweep`]). (Upload travels as one
+//!   call per chunk: hvrpc has no client streams yet.)
+//! * Only the host may use it ([`may_use_files`]): on vsock the peer must be CID 2, so a
+//!   process inside the guest cannot reach the directory with the agent's rights through vsock
+//!   loopback; Hyper-V peers are whoever the hypervisor lets in; a Unix socket is guarded by
+//!   its file's permissions; TCP is refused.
+//! * Only regular files are read (no FIFOs, no devices).
+//!
+//! Limitation: paths are checked, then used by name. A process *inside the guest* that can
+//! write in the shared directory could swap a directory for a symlink in between; share only a
+//! directory that untrusted local users cannot write to.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hvrpc::{Bytes, Context, Streaming};
+use hvrpc::{Bytes, Context, PeerAddr, Streaming};
 use serde::{Deserialize, Serialize};
 
 /// How much one item of a [`GuestFiles::read`] stream (and one upload chunk of the host tool)
@@ -92,6 +101,8 @@ pub trait GuestFiles {
 }
 
 struct Upload {
+    /// Who began it: only they may continue, commit or abort it.
+    owner: PeerAddr,
     file: std::fs::File,
     temp: PathBuf,
     target: PathBuf,
@@ -110,7 +121,6 @@ impl Upload {
 pub struct FileShare {
     root: PathBuf,
     uploads: Mutex<HashMap<u64, Upload>>,
-    next_id: AtomicU64,
 }
 
 impl std::fmt::Debug for FileShare {
@@ -119,6 +129,39 @@ impl std::fmt::Debug for FileShare {
             .field("root", &self.root)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `peer` may use the shared directory: the host, not the guest's own processes.
+pub fn may_use_files(peer: &PeerAddr) -> bool {
+    match peer {
+        PeerAddr::Vsock(a) => a.cid == hvrpc::VsockAddr::HOST_CID,
+        PeerAddr::HvSocket(_) | PeerAddr::HybridVsock(_) | PeerAddr::Unix(_) => true,
+        // TCP, and any kind of peer this version does not know.
+        _ => false,
+    }
+}
+
+fn check_peer(ctx: &Context) -> Result<(), FileError> {
+    if may_use_files(ctx.peer()) {
+        Ok(())
+    } else {
+        Err(FileError::Refused(format!(
+            "{} may not use the guest's files (only the host may)",
+            ctx.peer()
+        )))
+    }
+}
+
+/// A fresh upload id: random, so that one peer cannot guess another's.
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 fn io_error(what: &str, e: &std::io::Error) -> FileError {
@@ -141,7 +184,6 @@ impl FileShare {
         Ok(FileShare {
             root,
             uploads: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
         })
     }
 
@@ -189,6 +231,23 @@ impl FileShare {
         Ok(real)
     }
 
+    /// Drops uploads untouched for [`STALE_AFTER`], removing their temporary files (the agent
+    /// calls this every minute; every new upload does too).
+    pub fn sweep(&self) {
+        let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let stale: Vec<u64> = uploads
+            .iter()
+            .filter(|(_, u)| u.touched.elapsed() >= STALE_AFTER)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(u) = uploads.remove(&id) {
+                tracing::info!(target = %u.target.display(), "dropping an idle upload");
+                u.discard();
+            }
+        }
+    }
+
     fn stat_now(&self, path: &str) -> Result<FileStat, FileError> {
         let real = self.existing(path)?;
         let meta = std::fs::metadata(&real).map_err(|e| io_error(path, &e))?;
@@ -198,7 +257,7 @@ impl FileShare {
         })
     }
 
-    fn begin(&self, path: &str) -> Result<u64, FileError> {
+    fn begin(&self, owner: PeerAddr, path: &str) -> Result<u64, FileError> {
         let target = self.join(path)?;
         let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
             return Err(FileError::Refused(format!("{path}: names no file")));
@@ -221,32 +280,33 @@ impl FileShare {
             }
             _ => {}
         }
+        self.sweep();
         let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
-        let stale: Vec<u64> = uploads
-            .iter()
-            .filter(|(_, u)| u.touched.elapsed() >= STALE_AFTER)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
-            if let Some(u) = uploads.remove(&id) {
-                u.discard();
-            }
-        }
         if uploads.len() >= MAX_UPLOADS {
             return Err(FileError::Refused(format!(
                 "{MAX_UPLOADS} uploads are already open; commit or abort one"
             )));
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let temp = real_parent.join(format!(".{}.{id}.part", name.to_string_lossy()));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| io_error(path, &e))?;
+        let id = loop {
+            let id = random_id();
+            if !uploads.contains_key(&id) {
+                break id;
+            }
+        };
+        let temp = real_parent.join(format!(".{}.{id:016x}.part", name.to_string_lossy()));
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        let file = open.open(&temp).map_err(|e| io_error(path, &e))?;
+        // The replacement keeps the permissions of the file it replaces.
+        if let Ok(old) = std::fs::metadata(&target) {
+            let _ = file.set_permissions(old.permissions());
+        }
         uploads.insert(
             id,
             Upload {
+                owner,
                 file,
                 temp,
                 target,
@@ -257,13 +317,14 @@ impl FileShare {
         Ok(id)
     }
 
-    /// Takes upload `id` out of the table (so that its I/O runs without the lock).
-    fn take(&self, id: u64) -> Result<Upload, FileError> {
-        self.uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id)
-            .ok_or(FileError::UnknownUpload(id))
+    /// Takes `peer`'s upload `id` out of the table (so that its I/O runs without the lock).
+    fn take(&self, peer: &PeerAddr, id: u64) -> Result<Upload, FileError> {
+        let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        match uploads.get(&id) {
+            Some(u) if &u.owner == peer => uploads.remove(&id).ok_or(FileError::UnknownUpload(id)),
+            // Someone else's upload is as unknown to this peer as one that never was.
+            _ => Err(FileError::UnknownUpload(id)),
+        }
     }
 
     fn put_back(&self, id: u64, mut upload: Upload) {
@@ -274,14 +335,14 @@ impl FileShare {
             .insert(id, upload);
     }
 
-    fn chunk(&self, id: u64, offset: u64, data: &[u8]) -> Result<u64, FileError> {
+    fn chunk(&self, peer: &PeerAddr, id: u64, offset: u64, data: &[u8]) -> Result<u64, FileError> {
         if data.len() > MAX_CHUNK {
             return Err(FileError::Refused(format!(
                 "a chunk of {} bytes is more than {MAX_CHUNK}",
                 data.len()
             )));
         }
-        let mut upload = self.take(id)?;
+        let mut upload = self.take(peer, id)?;
         if offset != upload.written {
             let expected = upload.written;
             self.put_back(id, upload);
@@ -305,8 +366,8 @@ impl FileShare {
         }
     }
 
-    fn commit(&self, id: u64, size: u64) -> Result<u64, FileError> {
-        let upload = self.take(id)?;
+    fn commit(&self, peer: &PeerAddr, id: u64, size: u64) -> Result<u64, FileError> {
+        let upload = self.take(peer, id)?;
         if upload.written != size {
             let err = FileError::Refused(format!(
                 "the upload holds {} bytes, not {size}; discarded",
@@ -342,36 +403,49 @@ impl Drop for FileShare {
 }
 
 impl GuestFiles for std::sync::Arc<FileShare> {
-    async fn stat(&self, _ctx: Context, path: String) -> Result<FileStat, FileError> {
+    async fn stat(&self, ctx: Context, path: String) -> Result<FileStat, FileError> {
+        check_peer(&ctx)?;
         self.stat_now(&path)
     }
 
     async fn read(
         &self,
-        _ctx: Context,
+        ctx: Context,
         path: String,
         offset: u64,
     ) -> Streaming<Result<Bytes, FileError>> {
         let (tx, items) = Streaming::channel(4);
         let share = std::sync::Arc::clone(self);
-        let rt = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            let opened = share.existing(&path).and_then(|real| {
-                let mut f = std::fs::File::open(&real).map_err(|e| io_error(&path, &e))?;
+        // Async reads: a caller that stops consuming holds no thread, only this task.
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            let opened = async {
+                check_peer(&ctx)?;
+                let real = share.existing(&path)?;
+                let meta = tokio::fs::metadata(&real)
+                    .await
+                    .map_err(|e| io_error(&path, &e))?;
+                if !meta.is_file() {
+                    return Err(FileError::Refused(format!("{path}: not a regular file")));
+                }
+                let mut f = tokio::fs::File::open(&real)
+                    .await
+                    .map_err(|e| io_error(&path, &e))?;
                 f.seek(SeekFrom::Start(offset))
+                    .await
                     .map_err(|e| io_error(&path, &e))?;
                 Ok(f)
-            });
-            let mut file = match opened {
+            };
+            let mut file = match opened.await {
                 Ok(f) => f,
                 Err(e) => {
-                    let _ = rt.block_on(tx.send(Err(e)));
+                    let _ = tx.send(Err(e)).await;
                     return;
                 }
             };
             loop {
                 let mut buf = vec![0u8; CHUNK];
-                let item = match file.read(&mut buf) {
+                let item = match file.read(&mut buf).await {
                     Ok(0) => return,
                     Ok(n) => {
                         buf.truncate(n);
@@ -381,7 +455,7 @@ impl GuestFiles for std::sync::Arc<FileShare> {
                 };
                 let failed = item.is_err();
                 // The caller gone (or its stream dropped): stop reading.
-                if rt.block_on(tx.send(item)).is_err() || failed {
+                if tx.send(item).await.is_err() || failed {
                     return;
                 }
             }
@@ -389,26 +463,27 @@ impl GuestFiles for std::sync::Arc<FileShare> {
         items
     }
 
-    async fn write_begin(&self, _ctx: Context, path: String) -> Result<u64, FileError> {
-        self.begin(&path)
+    async fn write_begin(&self, ctx: Context, path: String) -> Result<u64, FileError> {
+        check_peer(&ctx)?;
+        self.begin(ctx.peer().clone(), &path)
     }
 
     async fn write_chunk(
         &self,
-        _ctx: Context,
+        ctx: Context,
         id: u64,
         offset: u64,
         data: Bytes,
     ) -> Result<u64, FileError> {
-        self.chunk(id, offset, &data)
+        self.chunk(ctx.peer(), id, offset, &data)
     }
 
-    async fn write_commit(&self, _ctx: Context, id: u64, size: u64) -> Result<u64, FileError> {
-        self.commit(id, size)
+    async fn write_commit(&self, ctx: Context, id: u64, size: u64) -> Result<u64, FileError> {
+        self.commit(ctx.peer(), id, size)
     }
 
-    async fn write_abort(&self, _ctx: Context, id: u64) -> Result<(), FileError> {
-        self.take(id)?.discard();
+    async fn write_abort(&self, ctx: Context, id: u64) -> Result<(), FileError> {
+        self.take(ctx.peer(), id)?.discard();
         Ok(())
     }
 }
@@ -416,6 +491,11 @@ impl GuestFiles for std::sync::Arc<FileShare> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hvrpc::VsockAddr;
+
+    fn host() -> PeerAddr {
+        PeerAddr::Vsock(VsockAddr::host(1234))
+    }
 
     fn share() -> (tempfile::TempDir, FileShare) {
         let dir = tempfile::tempdir().unwrap();
@@ -451,8 +531,14 @@ mod tests {
                 .unwrap();
             std::os::unix::fs::symlink(dir.path(), share.root().join("out")).unwrap();
             assert!(matches!(share.stat_now("link"), Err(FileError::Refused(_))));
-            assert!(matches!(share.begin("link"), Err(FileError::Refused(_))));
-            assert!(matches!(share.begin("out/new"), Err(FileError::Refused(_))));
+            assert!(matches!(
+                share.begin(host(), "link"),
+                Err(FileError::Refused(_))
+            ));
+            assert!(matches!(
+                share.begin(host(), "out/new"),
+                Err(FileError::Refused(_))
+            ));
             assert!(!dir.path().join("new").exists());
         }
     }
@@ -462,31 +548,34 @@ mod tests {
         let (_dir, share) = share();
         let target = share.root().join("f");
         std::fs::write(&target, b"old").unwrap();
-        let id = share.begin("f").unwrap();
-        assert_eq!(share.chunk(id, 0, b"new ").unwrap(), 4);
+        let id = share.begin(host(), "f").unwrap();
+        assert_eq!(share.chunk(&host(), id, 0, b"new ").unwrap(), 4);
         assert_eq!(
-            share.chunk(id, 0, b"again"),
+            share.chunk(&host(), id, 0, b"again"),
             Err(FileError::OutOfOrder {
                 expected: 4,
                 got: 0
             })
         );
-        assert_eq!(share.chunk(id, 4, b"data").unwrap(), 8);
+        assert_eq!(share.chunk(&host(), id, 4, b"data").unwrap(), 8);
         assert_eq!(
             std::fs::read(&target).unwrap(),
             b"old",
             "untouched until commit"
         );
         assert!(
-            share.commit(id, 9).is_err(),
+            share.commit(&host(), id, 9).is_err(),
             "a wrong size discards the upload"
         );
         assert_eq!(std::fs::read(&target).unwrap(), b"old");
-        assert_eq!(share.commit(id, 8), Err(FileError::UnknownUpload(id)));
+        assert_eq!(
+            share.commit(&host(), id, 8),
+            Err(FileError::UnknownUpload(id))
+        );
 
-        let id = share.begin("f").unwrap();
-        share.chunk(id, 0, b"new data").unwrap();
-        assert_eq!(share.commit(id, 8).unwrap(), 8);
+        let id = share.begin(host(), "f").unwrap();
+        share.chunk(&host(), id, 0, b"new data").unwrap();
+        assert_eq!(share.commit(&host(), id, 8).unwrap(), 8);
         assert_eq!(std::fs::read(&target).unwrap(), b"new data");
         let names: Vec<_> = std::fs::read_dir(share.root())
             .unwrap()
@@ -499,11 +588,11 @@ mod tests {
     fn aborted_and_dropped_uploads_leave_nothing() {
         let (dir, share) = share();
         let root = share.root().to_owned();
-        let a = share.begin("a").unwrap();
-        share.chunk(a, 0, b"x").unwrap();
-        share.take(a).unwrap().discard();
-        let b = share.begin("b").unwrap();
-        share.chunk(b, 0, b"y").unwrap();
+        let a = share.begin(host(), "a").unwrap();
+        share.chunk(&host(), a, 0, b"x").unwrap();
+        share.take(&host(), a).unwrap().discard();
+        let b = share.begin(host(), "b").unwrap();
+        share.chunk(&host(), b, 0, b"y").unwrap();
         drop(share);
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
         drop(dir);
@@ -513,11 +602,68 @@ mod tests {
     fn open_uploads_are_limited() {
         let (_dir, share) = share();
         for i in 0..MAX_UPLOADS {
-            share.begin(&format!("f{i}")).unwrap();
+            share.begin(host(), &format!("f{i}")).unwrap();
         }
         assert!(matches!(
-            share.begin("one-more"),
+            share.begin(host(), "one-more"),
             Err(FileError::Refused(_))
         ));
+    }
+
+    #[test]
+    fn only_the_host_may_use_the_files() {
+        assert!(may_use_files(&host()));
+        // A process in the guest, through vsock loopback or the guest's own CID.
+        assert!(!may_use_files(&PeerAddr::Vsock(VsockAddr::new(1, 5000))));
+        assert!(!may_use_files(&PeerAddr::Vsock(VsockAddr::new(3, 5000))));
+        assert!(!may_use_files(&PeerAddr::Tcp(
+            "127.0.0.1:9".parse().unwrap()
+        )));
+        // Guarded by the socket file's permissions.
+        assert!(may_use_files(&PeerAddr::Unix(None)));
+    }
+
+    #[test]
+    fn an_upload_belongs_to_the_peer_that_began_it() {
+        let (_dir, share) = share();
+        let id = share.begin(host(), "f").unwrap();
+        let other = PeerAddr::Unix(None);
+        assert_eq!(
+            share.chunk(&other, id, 0, b"x"),
+            Err(FileError::UnknownUpload(id))
+        );
+        assert_eq!(
+            share.commit(&other, id, 0),
+            Err(FileError::UnknownUpload(id))
+        );
+        assert!(share.take(&other, id).is_err());
+        // Still the owner's, untouched.
+        assert_eq!(share.chunk(&host(), id, 0, b"x").unwrap(), 1);
+        assert_eq!(share.commit(&host(), id, 1).unwrap(), 1);
+        let second = share.begin(host(), "g").unwrap();
+        assert_ne!(second, id + 1, "ids are not sequential");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_replaced_file_keeps_its_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, share) = share();
+        let target = share.root().join("secret.conf");
+        std::fs::write(&target, b"old").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let id = share.begin(host(), "secret.conf").unwrap();
+        share.chunk(&host(), id, 0, b"new").unwrap();
+        share.commit(&host(), id, 3).unwrap();
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A new file is private to the agent's user until someone says otherwise.
+        let id = share.begin(host(), "fresh").unwrap();
+        share.commit(&host(), id, 0).unwrap();
+        let mode = std::fs::metadata(share.root().join("fresh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0);
     }
 }

@@ -349,6 +349,28 @@ fn cp_copies_files_both_ways_inside_the_shared_directory_only() {
     assert!(std::fs::read(&back).unwrap() == data);
     assert!(!dir.path().join("back.bin.part").exists());
 
+    // Into a directory: under the guest file's name.
+    let into = dir.path().join("into");
+    std::fs::create_dir(&into).unwrap();
+    let down = run(HOST, &["cp", &remote, into.to_str().unwrap()]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert!(std::fs::read(into.join("data.bin")).unwrap() == data);
+    // A leftover .part is never written through (it could be a symlink); it stays as it was.
+    std::fs::write(dir.path().join("again.bin.part"), b"leftover").unwrap();
+    let again = dir.path().join("again.bin");
+    let down = run(HOST, &["cp", &remote, again.to_str().unwrap()]);
+    assert!(!down.status.success());
+    assert!(
+        text(&down.stderr).contains("again.bin.part"),
+        "{}",
+        text(&down.stderr)
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("again.bin.part")).unwrap(),
+        b"leftover"
+    );
+    assert!(!again.exists());
+
     for bad in ["../secret", "sub/../../secret"] {
         let out = run(
             HOST,

@@ -38,7 +38,9 @@ struct Args {
     #[arg(long)]
     audit: bool,
     /// Serve reading and writing files inside DIR (and nowhere else) to the host, for
-    /// `guest-info cp`. Off unless given.
+    /// `guest-info cp`. Off unless given. Only the host may use it (vsock CID 2, Hyper-V
+    /// peers, or whoever may open a --listen unix:// socket), never TCP peers or the guest's
+    /// own processes through vsock loopback.
     #[arg(long, value_name = "DIR")]
     files: Option<std::path::PathBuf>,
     /// Log more (also: RUST_LOG=debug).
@@ -139,7 +141,20 @@ async fn main() -> ExitCode {
         Some(dir) => match FileShare::new(dir) {
             Ok(share) => {
                 tracing::info!(dir = %share.root().display(), "serving GuestFiles");
-                Some(Arc::new(share))
+                let share = Arc::new(share);
+                // Uploads a host abandoned (it crashed, or its connection broke) are removed.
+                let sweeping = Arc::downgrade(&share);
+                tokio::spawn(async move {
+                    let mut every = tokio::time::interval(Duration::from_secs(60));
+                    loop {
+                        every.tick().await;
+                        match sweeping.upgrade() {
+                            Some(share) => share.sweep(),
+                            None => return,
+                        }
+                    }
+                });
+                Some(share)
             }
             Err(e) => {
                 eprintln!("guest-info-agent: cannot share {}: {e}", dir.display());
