@@ -45,7 +45,8 @@ use crate::stream::Stream;
 /// Dials one [`Endpoint`] for every connection an HTTP client asks for, whatever the URI's
 /// authority (which then only names the `Host` header): `hvsock://`, `vsock://`,
 /// `parent://`, `hybrid-vsock://`, `unix://` and `tcp://` alike, with the timeouts and retries
-/// of its [`ConnectOptions`].
+/// of its [`ConnectOptions`]. Plain HTTP only: an `https://` URI is an error (wrap the
+/// connector in a TLS connector for that).
 #[derive(Debug, Clone)]
 pub struct Connector {
     endpoint: Endpoint,
@@ -82,7 +83,23 @@ impl tower_service::Service<Uri> for Connector {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _uri: Uri) -> Self::Future {
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        // Nothing here speaks TLS: an https:// request must fail, not go out in clear text.
+        if uri
+            .scheme()
+            .is_some_and(|s| *s != ::hyper::http::uri::Scheme::HTTP)
+        {
+            let scheme = uri.scheme_str().unwrap_or_default().to_owned();
+            return Box::pin(async move {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{scheme}:// is not supported by hvrpc_transport::hyper::Connector (no \
+                         TLS): use http://, or wrap the connector in a TLS one"
+                    ),
+                ))
+            });
+        }
         let (endpoint, options) = (self.endpoint.clone(), self.options.clone());
         Box::pin(async move { Ok(Io::new(crate::connect_with(&endpoint, &options).await?)) })
     }
@@ -157,5 +174,39 @@ impl Write for Io {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower_service::Service;
+
+    #[tokio::test]
+    async fn https_is_refused_and_http_dials_the_endpoint() {
+        let listener = crate::Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let mut connector = Connector::new(listener.local_endpoint().clone());
+        let refused = connector
+            .call("https://guest/".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::InvalidInput);
+        assert!(refused.to_string().contains("https://"), "{refused}");
+        let io = connector
+            .call("http://guest/".parse().unwrap())
+            .await
+            .unwrap();
+        let (_accepted, peer) = listener.accept().await.unwrap();
+        // The connection's extra is the peer it reached: the listener's address.
+        assert_eq!(
+            io.peer_addr(),
+            &PeerAddr::Tcp(match listener.local_endpoint() {
+                Endpoint::Tcp(a) => *a,
+                other => panic!("{other}"),
+            })
+        );
+        assert!(matches!(peer, PeerAddr::Tcp(_)));
     }
 }

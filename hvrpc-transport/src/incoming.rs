@@ -20,13 +20,16 @@ use crate::stream::{Listener, Stream};
 /// How long accepting pauses after an error that is not one connection's (EMFILE and the like).
 pub(crate) const RESOURCE_PAUSE: Duration = Duration::from_millis(100);
 
-/// Whether an accept error concerns only the connection being accepted.
+/// Whether an accept error concerns only the connection being accepted (or the call), so that
+/// a peer that keeps causing it cannot slow accepting down.
 fn is_connection_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::NotConnected
+            | io::ErrorKind::Interrupted
     )
 }
 
@@ -131,6 +134,8 @@ mod tests {
             io::ErrorKind::ConnectionRefused,
             io::ErrorKind::ConnectionAborted,
             io::ErrorKind::ConnectionReset,
+            io::ErrorKind::NotConnected,
+            io::ErrorKind::Interrupted,
         ] {
             assert!(is_connection_error(&kind.into()));
         }
