@@ -198,8 +198,9 @@ impl Drop for Watch {
     }
 }
 
-/// A call's watch, if anything watches it: report through this (a no-op without one).
-pub(crate) fn report(watch: &mut Option<Watch>, outcome: Outcome) {
+/// A call's watch, if anything watches it: report through this (a no-op without one). Boxed,
+/// so that an unwatched call moves a null pointer around, not the whole watch.
+pub(crate) fn report(watch: &mut Option<Box<Watch>>, outcome: Outcome) {
     if let Some(w) = watch {
         w.report(outcome);
     }

@@ -97,7 +97,7 @@ impl Calls {
                 deadline,
             };
             let (w, refusal) = Watch::start(interceptor.cloned(), span.clone(), info);
-            let mut w = Some(w);
+            let mut w = Some(Box::new(w));
             if let Some(why) = refusal {
                 return self.answer(id, &mut w, Err((ErrorCode::PermissionDenied, why)));
             }
@@ -229,7 +229,12 @@ impl Calls {
         }
     }
 
-    fn answer(&self, id: u64, watch: &mut Option<Watch>, result: Result<(), (ErrorCode, String)>) {
+    fn answer(
+        &self,
+        id: u64,
+        watch: &mut Option<Box<Watch>>,
+        result: Result<(), (ErrorCode, String)>,
+    ) {
         if let Err((code, message)) = result {
             let mut core = self.link.lock();
             let sent = core.respond_error(Instant::now(), id, code, message);
@@ -240,7 +245,12 @@ impl Calls {
         }
     }
 
-    fn answer_panic(&self, id: u64, watch: &mut Option<Watch>, p: Box<dyn std::any::Any + Send>) {
+    fn answer_panic(
+        &self,
+        id: u64,
+        watch: &mut Option<Box<Watch>>,
+        p: Box<dyn std::any::Any + Send>,
+    ) {
         let msg = panic_message(p.as_ref());
         tracing::warn!(id, panic = %msg, "handler panicked");
         self.answer(
@@ -316,7 +326,7 @@ fn finish(
     peer: &PeerLimits,
     id: u64,
     result: Result<Result<Body, Error>, Box<dyn std::any::Any + Send>>,
-    watch: &mut Option<Watch>,
+    watch: &mut Option<Box<Watch>>,
 ) {
     let (frame, outcome) = match result {
         Ok(body) => reply(peer, id, body),
@@ -350,7 +360,7 @@ async fn produce(
         'static,
         futures_util::stream::BoxStream<'static, Result<Body, Error>>,
     >,
-    watch: &mut Option<Watch>,
+    watch: &mut Option<Box<Watch>>,
 ) {
     let mut stream = match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(s) => s,
