@@ -68,9 +68,14 @@ pub enum Outcome {
     /// The call was answered with a runtime error: refused, undecodable arguments, a panic, a
     /// result too large, or a stream's error.
     Error(ErrorCode),
-    /// The call's deadline passed before it was answered.
+    /// The call's deadline passed on this side before it was answered.
     DeadlineExceeded,
     /// The call ended unanswered: the caller cancelled it, or the connection ended or shut down.
+    ///
+    /// A caller also cancels when *its* deadline passes, and that Cancel may arrive before
+    /// this side's own deadline fires: this side counts the deadline from when the request
+    /// arrived, so a little after the caller. Such a call reports `Cancelled` — this side
+    /// cannot tell why its caller gave up — as it does in gRPC servers.
     Cancelled,
 }
 

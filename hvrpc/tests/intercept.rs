@@ -192,9 +192,12 @@ async fn every_call_is_seen_before_and_after_once_with_its_outcome() {
     );
     let mut sleeps = outcome("sleep");
     sleeps.sort_by_key(|o| format!("{o:?}"));
-    assert_eq!(
-        sleeps,
-        [Outcome::Cancelled, Outcome::DeadlineExceeded, Outcome::Ok]
+    // The caller's Cancel at its own deadline races the server's deadline, which counts from
+    // the request's arrival (a little later): the deadline call ends as either, once.
+    assert!(
+        sleeps == [Outcome::Cancelled, Outcome::DeadlineExceeded, Outcome::Ok]
+            || sleeps == [Outcome::Cancelled, Outcome::Cancelled, Outcome::Ok],
+        "{sleeps:?}"
     );
     // Exactly once each, and only for calls seen before.
     tokio::time::sleep(Duration::from_millis(100)).await;
