@@ -78,6 +78,25 @@ impl<'a> Generator<'a> {
         quote!((#(#tys,)*))
     }
 
+    /// The argument tuple as traced into the method's schema: the request's arguments, then
+    /// (a method taking an input stream) the input's item type, byte strings as `Vec<u8>`.
+    fn trace_args(m: &Method) -> TokenStream {
+        let wire = |t: &syn::Type| {
+            if is_byte_string(t) {
+                quote!(::std::vec::Vec<u8>)
+            } else {
+                quote!(#t)
+            }
+        };
+        let tys = m
+            .args
+            .iter()
+            .map(|(_, t)| t)
+            .chain(m.input.as_ref().map(|(_, t)| t))
+            .map(wire);
+        quote!((#(#tys,)*))
+    }
+
     /// The result's type as traced: a stream's item; byte strings as `Vec<u8>`.
     fn wire_result(m: &Method) -> TokenStream {
         match &m.output {
@@ -95,6 +114,7 @@ impl<'a> Generator<'a> {
         let mut tys: Vec<&syn::Type> = Vec::new();
         for m in &self.def.methods {
             tys.extend(m.args.iter().map(|(_, t)| t));
+            tys.extend(m.input.as_ref().map(|(_, t)| t));
             match &m.output {
                 Output::Plain(t) | Output::Streaming(t) | Output::AliasedResult(t) => tys.push(t),
                 Output::Result { ok, err, .. } => {
@@ -125,15 +145,18 @@ impl<'a> Generator<'a> {
             let cfg = Self::cfg_attrs(m);
             let mname = LitStr::new(&m.ident.to_string(), m.ident.span());
             let mdoc = &m.doc;
-            let kind = match m.output {
-                Output::Streaming(_) => quote!(#rt::MethodKind::ServerStream),
+            let kind = match (&m.output, &m.input) {
+                (Output::Streaming(_), Some(_)) => quote!(#rt::MethodKind::BidiStream),
+                (Output::Streaming(_), None) => quote!(#rt::MethodKind::ServerStream),
+                (_, Some(_)) => quote!(#rt::MethodKind::ClientStream),
                 _ => quote!(#rt::MethodKind::Unary),
             };
             let arg_names = m
                 .args
                 .iter()
+                .chain(&m.input)
                 .map(|(n, _)| LitStr::new(&n.to_string(), n.span()));
-            let args = Self::wire_args(m);
+            let args = Self::trace_args(m);
             let result = Self::wire_result(m);
             quote! {
                 #cfg
@@ -193,7 +216,8 @@ impl<'a> Generator<'a> {
             let Method {
                 attrs, ident, args, ..
             } = m;
-            let args = args.iter().map(|(n, t)| quote!(#n: #t));
+            let input = m.input.iter().map(|(n, t)| quote!(#n: #rt::Streaming<#t>));
+            let args = args.iter().map(|(n, t)| quote!(#n: #t)).chain(input);
             let ret = self.server_return(m);
             quote! {
                 #(#attrs)*
@@ -391,7 +415,8 @@ impl<'a> Generator<'a> {
         } = m;
         let index = self.index_expr(index);
         let cfg = Self::cfg_attrs(m);
-        let params = args.iter().map(|(n, t)| quote!(#n: #t));
+        let input_param = m.input.iter().map(|(n, t)| quote!(#n: #rt::Streaming<#t>));
+        let params = args.iter().map(|(n, t)| quote!(#n: #t)).chain(input_param);
         // Byte strings (`Vec<u8>`, `Bytes`) travel as postcard bytes: the same wire form as a
         // sequence of u8, but one copy instead of a serde call per byte. The last argument, if
         // it is one, is not copied at all: it goes out as the frame's tail.
@@ -413,6 +438,23 @@ impl<'a> Generator<'a> {
         let docs = attrs.iter().filter(|a| a.path().is_ident("doc"));
         let docs = quote!(#(#docs)* #cfg);
         let args_tuple = quote!((#(#refs,)*));
+        if let Some((input, item)) = &m.input {
+            let encode = if is_byte_string(item) {
+                quote!(#rt::encode_bytes_item::<#item>)
+            } else {
+                quote!(#rt::encode_item::<#item>)
+            };
+            let feed = quote!((#input, #encode as fn(#item) -> ::core::result::Result<#rt::Body, #rt::Error>));
+            return self.client_input_method(
+                m,
+                &docs,
+                &index,
+                &params.collect::<Vec<_>>(),
+                &args_tuple,
+                &tail,
+                &feed,
+            );
+        }
         match &m.output {
             Output::Plain(t) if is_byte_string(t) => quote! {
                 #docs
@@ -471,6 +513,89 @@ impl<'a> Generator<'a> {
                     #rt::call_streaming::<Self, _, #t>(&self.channel, #index, &#args_tuple, #tail, &self.options).await
                 }
             },
+        }
+    }
+
+    /// A client method of a method taking an input stream: `feed` is the stream and its
+    /// item encoder.
+    #[allow(clippy::too_many_arguments)]
+    fn client_input_method(
+        &self,
+        m: &Method,
+        docs: &TokenStream,
+        index: &TokenStream,
+        params: &[TokenStream],
+        args_tuple: &TokenStream,
+        tail: &TokenStream,
+        feed: &TokenStream,
+    ) -> TokenStream {
+        let rt = &self.rt;
+        let vis = &self.def.vis;
+        let ident = &m.ident;
+        let call = |r: &TokenStream| quote!(#rt::call_client_stream::<Self, _, _, #r>(&self.channel, #index, &#args_tuple, #tail, #feed, &self.options).await);
+        match &m.output {
+            Output::Plain(t) => {
+                let c = call(&quote!(#t));
+                quote! {
+                    #docs
+                    #vis async fn #ident(&self, #(#params),*) -> ::core::result::Result<#t, #rt::Error> {
+                        #c
+                    }
+                }
+            }
+            Output::Result { ok, err, full } => {
+                let c = call(&quote!(#full));
+                quote! {
+                    #docs
+                    #vis async fn #ident(&self, #(#params),*) -> ::core::result::Result<#ok, #rt::Error<#err>> {
+                        match #c {
+                            ::core::result::Result::Ok(::core::result::Result::Ok(v)) => ::core::result::Result::Ok(v),
+                            ::core::result::Result::Ok(::core::result::Result::Err(e)) => {
+                                ::core::result::Result::Err(#rt::Error::Application(e))
+                            }
+                            ::core::result::Result::Err(e) => ::core::result::Result::Err(e.with_application()),
+                        }
+                    }
+                }
+            }
+            Output::AliasedResult(full) => {
+                let c = call(&quote!(#full));
+                quote! {
+                    #docs
+                    #vis async fn #ident(&self, #(#params),*) -> ::core::result::Result<
+                        <#full as #rt::ResultParts>::Ok,
+                        #rt::Error<<#full as #rt::ResultParts>::Err>,
+                    > {
+                        match #c {
+                            ::core::result::Result::Ok(r) => {
+                                #rt::ResultParts::into_result(r).map_err(#rt::Error::Application)
+                            }
+                            ::core::result::Result::Err(e) => ::core::result::Result::Err(e.with_application()),
+                        }
+                    }
+                }
+            }
+            Output::Streaming(t) => {
+                let c = quote!(#rt::call_bidi::<Self, _, _, #t>(&self.channel, #index, &#args_tuple, #tail, #feed, &self.options).await);
+                match stream_result(t) {
+                    Some((ok, err)) => quote! {
+                        #docs
+                        #vis async fn #ident(&self, #(#params),*)
+                            -> ::core::result::Result<#rt::TypedStreaming<#ok, #err>, #rt::Error<#err>>
+                        {
+                            #c.map(#rt::TypedStreaming::new).map_err(#rt::Error::with_application)
+                        }
+                    },
+                    None => quote! {
+                        #docs
+                        #vis async fn #ident(&self, #(#params),*)
+                            -> ::core::result::Result<#rt::Streaming<#t>, #rt::Error>
+                        {
+                            #c
+                        }
+                    },
+                }
+            }
         }
     }
 
@@ -536,7 +661,11 @@ impl<'a> Generator<'a> {
                 _ if m.blocking => quote!(#rt::Handler::blocking),
                 _ => quote!(#rt::Handler::unary),
             };
-            let call = quote!(#trait_name::#ident(&*service, ctx, #(#vars),*).await);
+            let input = m.input.as_ref().map(|(_, item)| {
+                quote!(let __input = #rt::input_stream::<#item>(&ctx);)
+            });
+            let input_var = m.input.as_ref().map(|_| quote!(__input));
+            let call = quote!(#trait_name::#ident(&*service, ctx, #(#vars,)* #input_var).await);
             let body = match &m.output {
                 Output::Plain(t) if is_byte_string(t) => {
                     quote!(<#t as #rt::ByteString>::into_bytes(#call))
@@ -553,6 +682,7 @@ impl<'a> Generator<'a> {
                         <Self as #rt::ServiceDef>::NAME, #name, &args,
                     )?;
                     #(#owned)*
+                    #input
                     let service = <::std::sync::Arc<HvrpcImpl> as ::core::clone::Clone>::clone(&self.inner);
                     ::core::result::Result::Ok(#handler(async move { #body }))
                 }

@@ -71,6 +71,9 @@ pub(crate) struct Method {
     pub(crate) doc: String,
     pub(crate) ident: Ident,
     pub(crate) args: Vec<(Ident, Type)>,
+    /// `name: Streaming<T>` as the last argument: the caller's input stream of `T` (a
+    /// client-streaming method, or bidirectional if it also returns a stream). Not in `args`.
+    pub(crate) input: Option<(Ident, Type)>,
     pub(crate) output: Output,
 }
 
@@ -256,6 +259,26 @@ fn parse_method(item: &TraitItem) -> syn::Result<Method> {
             }
         }
     }
+    // An input stream is the last argument, and there is at most one.
+    let mut input = None;
+    for (i, (n, t)) in args.iter().enumerate() {
+        if let Some(items) = last_segment_args(t, "Streaming") {
+            if i + 1 != args.len() {
+                return err(
+                    t.span(),
+                    "an input stream (`Streaming<T>`) must be the method's last argument, and \
+                     a method takes at most one",
+                );
+            }
+            let [item] = items.as_slice() else {
+                return err(t.span(), "`Streaming` takes one type: `Streaming<T>`");
+            };
+            input = Some((n.clone(), (*item).clone()));
+        }
+    }
+    if input.is_some() {
+        args.pop();
+    }
     let ret: Type = match &sig.output {
         ReturnType::Default => syn::parse_quote!(()),
         ReturnType::Type(_, t) => (**t).clone(),
@@ -299,6 +322,7 @@ fn parse_method(item: &TraitItem) -> syn::Result<Method> {
         doc,
         ident,
         args,
+        input,
         output,
     })
 }

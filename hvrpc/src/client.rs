@@ -7,9 +7,11 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::body::Body;
 use crate::channel::Channel;
 use crate::connection::Connection;
 use crate::error::Error;
+use crate::link::pump;
 use crate::protocol;
 use crate::schema::Reading;
 use crate::service::ServiceDef;
@@ -215,8 +217,89 @@ where
     let timeout = opts.resolve(channel.default_deadline(), true);
     let t = prepare::<S>(channel, method, timeout).await?;
     let window = t.conn.stream_window();
-    let call = t
-        .conn
-        .start_call(t.service, t.method, (args, tail), t.timeout, Some(window))?;
+    let call = t.conn.start_call(
+        t.service,
+        t.method,
+        (args, tail),
+        t.timeout,
+        (Some(window), false),
+    )?;
     Ok(Streaming::remote(call, window, t.reading))
+}
+
+/// How an input item becomes its frame's body: [`encode_item`] or [`encode_bytes_item`].
+pub(crate) type ItemEncoder<T> = fn(T) -> Result<Body, Error>;
+
+/// A client-streaming call (used by generated clients): the request, then the items of
+/// `input` (each encoded by `encode`) as the peer grants credit, and the result. An error item
+/// of `input` ends the call with that error (the peer is told to stop).
+pub async fn call_client_stream<S, A, T, R>(
+    channel: &Channel,
+    method: u32,
+    args: &A,
+    tail: Option<Bytes>,
+    (input, encode): (Streaming<T>, ItemEncoder<T>),
+    opts: &CallOptions,
+) -> Result<R, Error>
+where
+    S: ServiceDef,
+    A: Serialize + ?Sized,
+    T: DeserializeOwned + Send + 'static,
+    R: DeserializeOwned,
+{
+    // An upload takes as long as it takes: like streams, no default deadline.
+    let timeout = opts.resolve(channel.default_deadline(), true);
+    let t = prepare::<S>(channel, method, timeout).await?;
+    let mut call = t
+        .conn
+        .start_call(t.service, t.method, (args, tail), t.timeout, (None, true))?;
+    tokio::spawn(pump(call.input_sink(t.conn.peer_limits()), input, encode));
+    let body = std::future::poll_fn(|cx| call.poll_unary(cx)).await?;
+    match t.reading {
+        None => protocol::decode_exact(&body).map_err(|e| undecodable::<S>(method, e)),
+        Some(r) => r.decode(&body).map_err(|e| untranslatable::<S>(method, e)),
+    }
+}
+
+/// A bidirectional-streaming call (used by generated clients): `input` goes to the peer as it
+/// grants credit, while the returned stream reads the peer's items; the two are independent.
+/// Dropping the returned stream cancels the call (and stops reading `input`).
+pub async fn call_bidi<S, A, T, U>(
+    channel: &Channel,
+    method: u32,
+    args: &A,
+    tail: Option<Bytes>,
+    (input, encode): (Streaming<T>, ItemEncoder<T>),
+    opts: &CallOptions,
+) -> Result<Streaming<U>, Error>
+where
+    S: ServiceDef,
+    A: Serialize + ?Sized,
+    T: DeserializeOwned + Send + 'static,
+    U: DeserializeOwned + Send + 'static,
+{
+    let timeout = opts.resolve(channel.default_deadline(), true);
+    let t = prepare::<S>(channel, method, timeout).await?;
+    let window = t.conn.stream_window();
+    let call = t.conn.start_call(
+        t.service,
+        t.method,
+        (args, tail),
+        t.timeout,
+        (Some(window), true),
+    )?;
+    tokio::spawn(pump(call.input_sink(t.conn.peer_limits()), input, encode));
+    Ok(Streaming::remote(call, window, t.reading))
+}
+
+/// Encodes an input item with postcard (used by generated clients).
+#[doc(hidden)]
+pub fn encode_item<T: Serialize>(item: T) -> Result<Body, Error> {
+    Body::encode(&item)
+}
+
+/// Encodes a byte-string input item without copying it (used by generated clients).
+#[doc(hidden)]
+pub fn encode_bytes_item<T: ByteString>(item: T) -> Result<Body, Error> {
+    Ok(Body::from_bytes(item.into_bytes()))
 }

@@ -53,8 +53,11 @@
 //! * One connection carries many concurrent calls; responses arrive in any order; reading never
 //!   waits for writing.
 //! * Deadlines travel as relative durations; dropping a call's future cancels it on the server.
-//! * Server streaming ([`Streaming`]) with credit-based flow control.
-//! * A handshake that refuses a peer whose service definition differs, naming the service.
+//! * Streams both ways ([`Streaming`]): server, client (a `Streaming<T>` argument) and
+//!   bidirectional, each direction with credit-based flow control; values larger than a frame
+//!   travel in parts that interleave with other calls.
+//! * Mixed releases keep working: methods are matched by name at the handshake and compatible
+//!   schema differences are translated; an incompatible method fails alone, naming the path.
 //! * Either end may serve and call: a guest that dials its host can be called back
 //!   ([`Connector::serve`], [`Server::on_connection`]).
 //! * Limits on frames, concurrent calls, connections and idle time; keepalive; graceful
@@ -71,6 +74,7 @@
     )
 )]
 
+mod body;
 mod channel;
 mod client;
 mod config;
@@ -188,14 +192,18 @@ pub use bytes::Bytes;
 /// What generated code uses. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::body::Body;
     pub use crate::channel::Channel;
-    pub use crate::client::{CallOptions, call_streaming, call_unary, call_unary_bytes};
+    pub use crate::client::{
+        CallOptions, call_bidi, call_client_stream, call_streaming, call_unary, call_unary_bytes,
+        encode_bytes_item, encode_item,
+    };
     pub use crate::connector::Connector;
     pub use crate::error::{Error, ErrorCode};
     pub use crate::schema::{
         MethodDef, MethodKind, Reading, ServiceSpec, SpecCell, retranslate, trace_method,
     };
-    pub use crate::service::{Body, Client, Context, Handler, Service, ServiceDef};
+    pub use crate::service::{Client, Context, Handler, Service, ServiceDef, input_stream};
     pub use crate::streaming::{Streaming, TypedStreaming, end_at_error};
     pub use crate::wire_bytes::{AsBytes, ByteSlice, ByteString};
     pub use bytes::Bytes;

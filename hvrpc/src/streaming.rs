@@ -1,4 +1,5 @@
-//! [`Streaming`]: the items of a server-streaming method.
+//! [`Streaming`]: a stream of items in either direction — a server stream's items, or the input
+//! stream a caller sends into a client-streaming or bidirectional method.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -12,9 +13,21 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::error::Error;
-use crate::link::CallHandle;
+use crate::link::Shared;
+use crate::link::{CallHandle, Write};
 use crate::protocol;
 use crate::schema::Reading;
+
+/// Where a handler reads its caller's input stream from.
+#[derive(Clone, Debug)]
+pub(crate) struct InputSource {
+    pub(crate) link: Arc<Shared>,
+    pub(crate) id: u64,
+    /// The credit granted at a time.
+    pub(crate) window: u32,
+    /// The caller's shape of the items, when it differs from this side's.
+    pub(crate) reading: Option<Arc<Reading>>,
+}
 
 /// A stream of `T` produced by a server-streaming method (`-> hvrpc::Streaming<T>`).
 ///
@@ -30,6 +43,35 @@ pub struct Streaming<T> {
 enum Inner<T> {
     Local(BoxStream<'static, Result<T, Error>>),
     Remote(Remote<T>),
+    /// A caller's input stream, read by the handler of its call.
+    Input(Input),
+}
+
+/// The input stream of one of the peer's calls, as its handler reads it.
+struct Input {
+    src: InputSource,
+    consumed: u32,
+}
+
+impl Input {
+    /// The next item's bytes, granting credit as items are taken.
+    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+        let link = &self.src.link;
+        let mut core = link.lock();
+        let item = ready!(core.poll_input(self.src.id, cx.waker()));
+        let mut write = Write::Later;
+        if let Some(Ok(_)) = item {
+            self.consumed += 1;
+            // Grant more once half the window is read, so a caller that keeps up never waits.
+            if self.consumed >= (self.src.window / 2).max(1) {
+                core.grant_input(self.src.id, self.consumed);
+                self.consumed = 0;
+                write = Write::Now;
+            }
+        }
+        link.release(core, write);
+        Poll::Ready(item)
+    }
 }
 
 struct Remote<T> {
@@ -46,6 +88,7 @@ impl<T> fmt::Debug for Streaming<T> {
         match &self.inner {
             Inner::Local(_) => f.write_str("Streaming(local)"),
             Inner::Remote(r) => write!(f, "Streaming(call {})", r.call.id),
+            Inner::Input(i) => write!(f, "Streaming(input of call {})", i.src.id),
         }
     }
 }
@@ -78,6 +121,12 @@ impl<T: Send + 'static> Streaming<T> {
         let (tx, mut rx) = mpsc::channel(buffer.max(1));
         let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
         (StreamSender { tx }, Self::new(stream))
+    }
+
+    pub(crate) fn input(src: InputSource) -> Self {
+        Self {
+            inner: Inner::Input(Input { src, consumed: 0 }),
+        }
     }
 
     pub(crate) fn remote(call: CallHandle, window: u32, reading: Option<Arc<Reading>>) -> Self {
@@ -185,12 +234,13 @@ impl<T: DeserializeOwned> Stream for Streaming<T> {
     type Item = Result<T, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let r = match &mut self.inner {
+        let (raw, reading) = match &mut self.inner {
             Inner::Local(s) => return s.poll_next_unpin(cx),
-            Inner::Remote(r) => r,
+            Inner::Remote(r) => (ready!(r.poll_raw(cx)), &r.reading),
+            Inner::Input(i) => (ready!(i.poll_raw(cx)), &i.src.reading),
         };
-        match ready!(r.poll_raw(cx)) {
-            Some(Ok(bytes)) => Poll::Ready(Some(match &r.reading {
+        match raw {
+            Some(Ok(bytes)) => Poll::Ready(Some(match reading {
                 None => protocol::decode_exact(&bytes).map_err(|e| {
                     Error::Protocol(format!("cannot decode a stream item: {e}").into())
                 }),

@@ -23,13 +23,15 @@ use tracing::Instrument;
 use bytes::Bytes;
 
 use super::Services;
+use crate::body::Body;
 use crate::engine::{Cancel, Dispatch, error_frame};
 use crate::error::{Error, ErrorCode};
 use crate::intercept::{self, CallInfo, Outcome, Watch};
 use crate::link::{Shared, Write};
 use crate::protocol::{Frame, FrameBuf, Header, Message, PeerLimits, Status};
-use crate::service::{Body, Context, Handler};
+use crate::service::{Context, Handler};
 use crate::skew::{ArgsRoute, Readings};
+use crate::streaming::InputSource;
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
@@ -47,6 +49,8 @@ pub(crate) struct Calls {
     pub(crate) readings: Arc<Readings>,
     /// What the peer takes.
     pub(crate) peer: PeerLimits,
+    /// The input items the peer may send into a call before it is granted more.
+    pub(crate) input_window: u32,
 }
 
 impl Calls {
@@ -110,7 +114,7 @@ impl Calls {
         let read = |body: Bytes| -> Result<Bytes, (ErrorCode, String)> {
             match self.readings.get(service, method) {
                 ArgsRoute::Direct => Ok(body),
-                ArgsRoute::Translate(reading) => {
+                ArgsRoute::Translate(reading, _) => {
                     svc.translate_args(method, &body, reading).map_err(|e| {
                         (
                             ErrorCode::BadRequest,
@@ -125,17 +129,38 @@ impl Calls {
                 ArgsRoute::Unreadable(why) => Err((ErrorCode::BadRequest, why.to_string())),
             }
         };
+        // A method taking an input stream reads it through its context; the stream opens
+        // (its first credit goes out) once the handler has been made.
+        let input = self
+            .readings
+            .takes_input(service, method)
+            .then(|| InputSource {
+                link: Arc::clone(&self.link),
+                id,
+                window: self.input_window,
+                reading: match self.readings.get(service, method) {
+                    ArgsRoute::Translate(_, input) => input.clone(),
+                    _ => None,
+                },
+            });
+        let opens_input = input.is_some();
         let ctx = Context {
             peer: Arc::clone(&self.link.peer),
             deadline,
             cancel: Arc::clone(&cancel),
             service: svc.name(),
             method: method_name,
+            input,
         };
         let started = {
             let _entered = span.enter();
             std::panic::catch_unwind(AssertUnwindSafe(|| svc.call(method, ctx, read(body)?)))
         };
+        if opens_input && matches!(started, Ok(Ok(_))) {
+            let mut core = self.link.lock();
+            core.open_input(id, self.input_window);
+            self.link.release(core, Write::Later);
+        }
         let handler = match started {
             Ok(Ok(h)) => h,
             Ok(Err(refusal)) => return self.answer(id, &mut watch, Err(refusal)),

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
+use crate::body::Body;
 use crate::config::Config;
 use crate::engine::handshake::MIN_MAX_FRAME;
 use crate::engine::{Core, CoreConfig, Limits};
@@ -29,7 +30,7 @@ use crate::intercept::Interceptor;
 use crate::link::{CallHandle, Handle, Shared};
 use crate::protocol::{Header, Hello, PeerLimits, ServiceDesc};
 use crate::schema::{MethodKind, Reading, ServiceSpec};
-use crate::service::{Body, Service, ServiceDef};
+use crate::service::{Service, ServiceDef};
 use crate::skew::{self, Route, Routes};
 use crate::streaming::RawStreaming;
 
@@ -200,6 +201,7 @@ impl Connection {
             services: Arc::clone(&params.services),
             readings: Arc::new(readings),
             peer: peer_limits,
+            input_window: config.stream_window.max(1),
         };
         // No span on these tasks: entering one on every poll is a cost per frame. Their
         // events name the peer themselves, and handlers run in an `hvrpc.serve` span.
@@ -300,7 +302,7 @@ impl Connection {
     ) -> Result<Bytes, Error> {
         let (si, mi) = self.peer_method(service, method, MethodKind::Unary)?;
         let timeout = timeout.or(self.default_deadline());
-        let mut call = self.start_body(si, mi, Body::raw(args), timeout, None)?;
+        let mut call = self.start_body(si, mi, Body::raw(args), timeout, (None, false))?;
         std::future::poll_fn(|cx| call.poll_unary(cx)).await
     }
 
@@ -316,7 +318,52 @@ impl Connection {
     ) -> Result<RawStreaming, Error> {
         let (si, mi) = self.peer_method(service, method, MethodKind::ServerStream)?;
         let window = self.stream_window();
-        let call = self.start_body(si, mi, Body::raw(args), timeout, Some(window))?;
+        let call = self.start_body(si, mi, Body::raw(args), timeout, (Some(window), false))?;
+        Ok(RawStreaming::new(call, window))
+    }
+
+    /// Calls the peer's client-streaming method `service.method` by name, like
+    /// [`call_raw`](Self::call_raw): `args` are the arguments before the stream, and each item
+    /// of `input` is the postcard bytes of one stream item, sent as the peer grants credit. An
+    /// error item fails the call with that error (the peer is told to stop).
+    pub async fn client_stream_raw<St>(
+        &self,
+        service: &str,
+        method: &str,
+        args: Bytes,
+        input: St,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, Error>
+    where
+        St: futures_util::Stream<Item = Result<Bytes, Error>> + Send + 'static,
+    {
+        let (si, mi) = self.peer_method(service, method, MethodKind::ClientStream)?;
+        let mut call = self.start_body(si, mi, Body::raw(args), timeout, (None, true))?;
+        let sink = call.input_sink(self.peer_limits());
+        tokio::spawn(crate::link::pump(sink, Box::pin(input), raw_item));
+        std::future::poll_fn(|cx| call.poll_unary(cx)).await
+    }
+
+    /// Starts the peer's bidirectional-streaming method `service.method` by name: `input` as
+    /// for [`client_stream_raw`](Self::client_stream_raw), the peer's items as for
+    /// [`stream_raw`](Self::stream_raw); the two directions are independent. Dropping the
+    /// returned stream cancels the call (and stops reading `input`).
+    pub fn bidi_raw<St>(
+        &self,
+        service: &str,
+        method: &str,
+        args: Bytes,
+        input: St,
+        timeout: Option<Duration>,
+    ) -> Result<RawStreaming, Error>
+    where
+        St: futures_util::Stream<Item = Result<Bytes, Error>> + Send + 'static,
+    {
+        let (si, mi) = self.peer_method(service, method, MethodKind::BidiStream)?;
+        let window = self.stream_window();
+        let call = self.start_body(si, mi, Body::raw(args), timeout, (Some(window), true))?;
+        let sink = call.input_sink(self.peer_limits());
+        tokio::spawn(crate::link::pump(sink, Box::pin(input), raw_item));
         Ok(RawStreaming::new(call, window))
     }
 
@@ -431,17 +478,23 @@ impl Connection {
         }
     }
 
-    /// Starts a call of `method` of the peer's `service`; `window` is a stream's.
+    /// Starts a call of `method` of the peer's `service`; `window` is a result stream's;
+    /// `input`: the call sends an input stream.
     pub(crate) fn start_call<A: Serialize + ?Sized>(
         &self,
         service: u32,
         method: u32,
         (args, tail): (&A, Option<Bytes>),
         timeout: Option<Duration>,
-        window: Option<u32>,
+        (window, input): (Option<u32>, bool),
     ) -> Result<CallHandle, Error> {
         let body = Body::encode_args(args, tail)?;
-        self.start_body(service, method, body, timeout, window)
+        self.start_body(service, method, body, timeout, (window, input))
+    }
+
+    /// What the peer takes.
+    pub(crate) fn peer_limits(&self) -> PeerLimits {
+        self.inner.peer_limits
     }
 
     /// Starts a call whose arguments are encoded already.
@@ -451,7 +504,7 @@ impl Connection {
         method: u32,
         body: Body,
         timeout: Option<Duration>,
-        window: Option<u32>,
+        (window, input): (Option<u32>, bool),
     ) -> Result<CallHandle, Error> {
         // Far-future deadlines (beyond what `Instant` holds) are no deadline.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
@@ -471,6 +524,7 @@ impl Connection {
             },
             deadline,
             window,
+            input,
         )
     }
 
@@ -483,10 +537,16 @@ impl Connection {
         tail: Option<Bytes>,
         timeout: Option<Duration>,
     ) -> Result<Bytes, Error> {
-        let mut call = self.start_call(service, method, (args, tail), timeout, None)?;
+        let mut call = self.start_call(service, method, (args, tail), timeout, (None, false))?;
         std::future::poll_fn(|cx| call.poll_unary(cx)).await
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+/// An input item that is its encoding already.
+#[allow(clippy::unnecessary_wraps)] // the pump's encoder may fail
+fn raw_item(bytes: Bytes) -> Result<Body, Error> {
+    Ok(Body::raw(bytes))
+}

@@ -46,13 +46,14 @@ impl Core {
         )
     }
 
-    /// Starts a call: `frame(id)` builds its request. `stream` is the window of a streaming
-    /// call. Returns its id.
+    /// Starts a call: `frame(id)` builds its request. `stream` is the window of a call whose
+    /// result streams; `input`: the call sends an input stream. Returns its id.
     pub(crate) fn start_call(
         &mut self,
         frame: impl FnOnce(u64) -> Result<Message, Error>,
         deadline: Option<Instant>,
         stream: Option<u32>,
+        input: bool,
     ) -> Result<u64, Error> {
         if let Some(e) = self.refuse_call() {
             return Err(e);
@@ -62,7 +63,7 @@ impl Core {
             credit: u64::from(w),
             items: Default::default(),
         });
-        let (id, out) = self.out.start(frame, deadline, stream);
+        let (id, out) = self.out.start(frame, deadline, stream, input);
         if let Some(frame) = out {
             let _ = self.send.data(frame, Tag::Request(id));
         }
@@ -138,8 +139,12 @@ impl Core {
     /// The caller of `id` gave up (dropped its call or stream): the call leaves the table, and
     /// the peer is told to stop it if its request went out.
     pub(crate) fn abandon(&mut self, id: u64) {
+        let seen = self.request_seen(id);
+        if let Some(input) = self.out.get_mut(id).and_then(|c| c.input.as_mut()) {
+            input.wake(&mut self.wakes);
+        }
         if let outgoing::Ended::Abandoned(Stage::Sent) = self.out.forget(id) {
-            if !self.withdraw(Tag::Request(id)) && !self.life.is_closed() {
+            if (!self.withdraw(Tag::Request(id)) || seen) && !self.life.is_closed() {
                 self.control(&Header::Cancel { id });
             }
             self.release_held();

@@ -30,6 +30,7 @@ use futures_util::task::AtomicWaker;
 use tokio::time::Instant;
 
 use super::assembly::{self, Partial};
+use super::input::InputIn;
 use super::outgoing::IdHasher;
 use crate::error::ErrorCode;
 
@@ -77,12 +78,18 @@ pub(crate) struct Served {
     credit: u64,
     /// The producer waiting for credit, or for its last frame to be admitted.
     producer: Option<Waker>,
+    /// The peer's input into the call, once opened (methods taking an input stream).
+    pub(crate) input: Option<Box<InputIn>>,
 }
 
 impl Served {
-    /// Wakes the producer (credit arrived, its frame was admitted, or the call ended).
+    /// Wakes the producer (credit arrived, its frame was admitted, or the call ended), and
+    /// the handler reading its input.
     pub(crate) fn wake_producer(&mut self, wake: &mut Vec<Waker>) {
         wake.extend(self.producer.take());
+        if let Some(input) = self.input.as_mut() {
+            input.wake(wake);
+        }
     }
 }
 
@@ -178,8 +185,12 @@ impl Incoming {
                 )),
             };
         }
-        if self.calls.contains_key(&id) {
-            return Err(format!("a part of request {id}, which is in flight"));
+        if let Some(served) = self.calls.get_mut(&id) {
+            // A call in flight: a part of one of its input items, if it takes input.
+            return match served.input.as_mut() {
+                Some(input) => input.part(id, total, piece, max_message),
+                None => Err(format!("a part of request {id}, which is in flight")),
+            };
         }
         if self.partial.len() >= self.limits.max_calls as usize {
             return Err(format!(
@@ -298,6 +309,7 @@ impl Incoming {
                 cancel: Arc::clone(&cancel),
                 credit: u64::from(req.window),
                 producer: None,
+                input: None,
             },
         );
         Ok(Admission::Run { deadline, cancel })

@@ -13,6 +13,7 @@
 //! | [`assembly`] | messages in parts put back together, bounded before allocating |
 //! | [`outgoing`] | this side's calls: ids, slots, deadlines, exactly one outcome each |
 //! | [`incoming`] | the peer's calls: admission, cancellation, credit, one final frame each |
+//! | [`input`] | input streams into calls, both ways: credit first, in order, late input ignored |
 //! | [`send`] | frame order, no splicing, the byte budget, control-frame priority |
 //! | [`timers`] | keepalive, the idle check, when deadlines are looked at |
 //! | [`lifecycle`] | open, going away, finishing, closed, and why |
@@ -27,6 +28,7 @@ pub(crate) mod assembly;
 mod calls;
 pub(crate) mod handshake;
 pub(crate) mod incoming;
+mod input;
 pub(crate) mod lifecycle;
 pub(crate) mod outgoing;
 pub(crate) mod send;
@@ -264,6 +266,9 @@ impl Core {
                 }
             }
             Header::Credit { id, items } => self.inc.grant(id, items, &mut self.wakes),
+            Header::Input { id } => self.input_item(id, body)?,
+            Header::InputEnd { id } => self.input_end(id)?,
+            Header::InputCredit { id, items } => self.input_credit(id, items),
             Header::Cancel { id } => {
                 // Nothing more goes out for it, not even what is queued — its final frame
                 // included, if the handler has just finished.
@@ -381,7 +386,7 @@ impl Core {
         if self.inc.get_mut(id).is_none() {
             return false;
         }
-        self.send.item(frame, id).is_ok()
+        self.send.item(frame, Tag::Reply(id)).is_ok()
     }
 
     /// How many of the peer's calls are in flight.
@@ -429,7 +434,8 @@ impl Core {
             let mut on_wire = Vec::new();
             let next_out = self.out.expire(now, &mut self.wakes, &mut on_wire);
             for id in on_wire {
-                if !self.withdraw(Tag::Request(id)) {
+                let seen = self.request_seen(id);
+                if !self.withdraw(Tag::Request(id)) || seen {
                     self.control(&Header::Cancel { id });
                 }
             }
@@ -594,10 +600,17 @@ impl Core {
     /// Wakes the producers whose frames have just been let into the send queue.
     fn wake_admitted(&mut self) {
         for tag in std::mem::take(&mut self.admitted) {
-            if let Tag::Reply(id) = tag
-                && let Some(s) = self.inc.get_mut(id)
-            {
-                s.wake_producer(&mut self.wakes);
+            match tag {
+                Tag::Reply(id) => {
+                    if let Some(s) = self.inc.get_mut(id) {
+                        s.wake_producer(&mut self.wakes);
+                    }
+                }
+                Tag::Request(id) => {
+                    if let Some(input) = self.out.get_mut(id).and_then(|c| c.input.as_mut()) {
+                        input.wake(&mut self.wakes);
+                    }
+                }
             }
         }
     }

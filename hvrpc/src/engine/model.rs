@@ -206,6 +206,7 @@ impl Sim {
                     },
                     deadline,
                     None,
+                    false,
                 );
                 let mut ours = Ours::default();
                 match r {

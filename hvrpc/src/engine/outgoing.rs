@@ -25,6 +25,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::assembly::Partial;
+use super::input::InputOut;
 use crate::error::Error;
 use crate::protocol::Message;
 
@@ -79,6 +80,8 @@ pub(crate) struct Call {
     pub(crate) waker: Option<Waker>,
     /// The reply arriving in parts.
     partial: Option<Partial>,
+    /// This side's input into the call (methods taking an input stream).
+    pub(crate) input: Option<InputOut>,
 }
 
 /// The table of this side's calls.
@@ -130,6 +133,7 @@ impl Outgoing {
         frame: impl Into<Message>,
         deadline: Option<Instant>,
         stream: Option<StreamState>,
+        input: bool,
     ) -> (u64, Option<Message>) {
         let frame = frame.into();
         let id = self.next_id;
@@ -162,6 +166,7 @@ impl Outgoing {
                 outcome: None,
                 waker: None,
                 partial: None,
+                input: input.then(InputOut::default),
             },
         );
         (id, out)
@@ -192,6 +197,9 @@ impl Outgoing {
         call.partial = None;
         call.outcome = Some(outcome);
         wake.extend(call.waker.take());
+        if let Some(input) = call.input.as_mut() {
+            input.wake(wake);
+        }
         Some(was)
     }
 
@@ -380,7 +388,7 @@ mod tests {
         let mut seen = Vec::new();
         for _ in 0..3 {
             let id = t.next_id();
-            let (got, out) = t.start(frame(id), None, None);
+            let (got, out) = t.start(frame(id), None, None, false);
             assert_eq!(got, id);
             assert!(out.is_some());
             seen.push(got);
@@ -395,7 +403,7 @@ mod tests {
     #[test]
     fn a_call_ends_exactly_once_and_later_outcomes_are_dropped() {
         let mut t = Outgoing::new(4);
-        let (id, _) = t.start(frame(1), None, None);
+        let (id, _) = t.start(frame(1), None, None, false);
         let mut w = Vec::new();
         assert_eq!(
             t.end(id, Ok(Bytes::from_static(b"first")), &mut w),
@@ -413,10 +421,10 @@ mod tests {
     #[test]
     fn calls_beyond_the_peers_limit_are_held_in_order_and_released_as_slots_free() {
         let mut t = Outgoing::new(2);
-        let (a, fa) = t.start(frame(1), None, None);
-        let (b, fb) = t.start(frame(2), None, None);
-        let (c, fc) = t.start(frame(3), None, None);
-        let (d, fd) = t.start(frame(4), None, None);
+        let (a, fa) = t.start(frame(1), None, None, false);
+        let (b, fb) = t.start(frame(2), None, None, false);
+        let (c, fc) = t.start(frame(3), None, None, false);
+        let (d, fd) = t.start(frame(4), None, None, false);
         assert!(fa.is_some() && fb.is_some());
         assert!(fc.is_none() && fd.is_none());
         let mut out = Vec::new();
@@ -442,6 +450,7 @@ mod tests {
                 credit: 2,
                 items: VecDeque::new(),
             }),
+            false,
         );
         let mut w = Vec::new();
         t.item(id, Bytes::from_static(b"1"), &mut w).unwrap();
@@ -449,7 +458,7 @@ mod tests {
         let err = t.item(id, Bytes::from_static(b"3"), &mut w).unwrap_err();
         assert!(err.contains("beyond the granted window"), "{err}");
         // Items for a unary call are a violation; for unknown calls, ignored.
-        let (u, _) = t.start(frame(2), None, None);
+        let (u, _) = t.start(frame(2), None, None, false);
         assert!(t.item(u, Bytes::new(), &mut w).is_err());
         assert!(t.item(77, Bytes::new(), &mut w).is_ok());
     }
@@ -460,9 +469,9 @@ mod tests {
         let now = Instant::now();
         let soon = now + Duration::from_millis(10);
         let later = now + Duration::from_secs(10);
-        let (a, _) = t.start(frame(1), Some(soon), None);
-        let (b, _) = t.start(frame(2), Some(soon), None); // held
-        let (c, _) = t.start(frame(3), Some(later), None); // held
+        let (a, _) = t.start(frame(1), Some(soon), None, false);
+        let (b, _) = t.start(frame(2), Some(soon), None, false); // held
+        let (c, _) = t.start(frame(3), Some(later), None, false); // held
         let (mut w, mut on_wire) = (Vec::new(), Vec::new());
         assert_eq!(t.expire(now, &mut w, &mut on_wire), Some(soon));
         assert!(on_wire.is_empty());

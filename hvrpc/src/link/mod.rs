@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{Batch, Core};
 use crate::error::Error;
 
-pub(crate) use calls::CallHandle;
+pub(crate) use calls::{CallHandle, pump};
 
 /// Locks a mutex, recovering from poisoning: no code panics while holding these locks.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -24,6 +24,7 @@ pub(crate) fn put_varint(mut v: u64, out: &mut [u8]) -> Option<usize> {
 /// Encodes `header` into `out` (exactly as postcard does), returning its length. The kinds on
 /// every call's path — requests, successful responses, stream items — are written directly,
 /// the rest through postcard; `header_encoding_matches_postcard` checks both agree.
+/// (Input items are on a client stream's path, so they are written directly too.)
 pub(crate) fn encode_header(header: &Header, out: &mut [u8]) -> Option<usize> {
     let mut at = 0;
     let mut put = |v: u64, at: &mut usize| -> Option<()> {
@@ -63,6 +64,11 @@ pub(crate) fn encode_header(header: &Header, out: &mut [u8]) -> Option<usize> {
         }
         Header::StreamItem { id } => {
             put(3, &mut at)?;
+            put(*id, &mut at)?;
+            Some(at)
+        }
+        Header::Input { id } => {
+            put(11, &mut at)?;
             put(*id, &mut at)?;
             Some(at)
         }

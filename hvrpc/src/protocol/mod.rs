@@ -101,6 +101,25 @@ pub(crate) enum Header {
         /// The whole message's body length, the same in every part of it.
         total: u64,
     },
+    /// Kind 11: one item of the input stream of the sender's call `id` (a method of kind 2 or
+    /// 3); the body is the item. Sent only with credit from an [`InputCredit`](Self::InputCredit).
+    Input {
+        /// The call (an id of the sender's calls).
+        id: u64,
+    },
+    /// Kind 12: the input stream of the sender's call `id` is complete; no body.
+    InputEnd {
+        /// The call (an id of the sender's calls).
+        id: u64,
+    },
+    /// Kind 13: the receiver of call `id` accepts `items` more of its input items; the first
+    /// one, right after it admits the call, opens the stream.
+    InputCredit {
+        /// The call (an id of the receiver's calls).
+        id: u64,
+        /// Additional items.
+        items: u32,
+    },
 }
 
 /// Hello `features` bit 0: the sender takes and sends messages larger than a frame in parts

@@ -79,14 +79,14 @@ pub(crate) struct Parts {
 
 impl Parts {
     /// `body` (its segments, in order) to go in parts, ending with `last` (a Request, an `Ok`
-    /// Response or a StreamItem header), for a peer taking frames of `max_frame` bytes.
+    /// Response, a StreamItem or an Input header), for a peer taking frames of `max_frame` bytes.
     pub(crate) fn new(
         last: Header,
         body: impl IntoIterator<Item = Bytes>,
         max_frame: usize,
     ) -> Self {
         let (id, reply) = match last {
-            Header::Request { id, .. } => (id, false),
+            Header::Request { id, .. } | Header::Input { id } => (id, false),
             Header::Response { id, .. } | Header::StreamItem { id } => (id, true),
             _ => (0, true),
         };

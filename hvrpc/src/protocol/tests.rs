@@ -269,6 +269,9 @@ fn protocol_doc_matches_golden_bytes() {
             },
             &[1, 2],
         ),
+        frame(Header::Input { id: 3 }, &[9]),
+        frame(Header::InputEnd { id: 3 }, &[]),
+        frame(Header::InputCredit { id: 3, items: 8 }, &[]),
     ];
     for f in frames {
         assert!(
@@ -348,6 +351,12 @@ fn header_encoding_matches_postcard() {
                 id: next(),
                 items: next() as u32,
             },
+            Header::Input { id: next() },
+            Header::InputEnd { id: next() },
+            Header::InputCredit {
+                id: next(),
+                items: next() as u32,
+            },
         ];
         for h in headers {
             let mut ours = [0u8; 64];
@@ -419,11 +428,10 @@ fn a_tail_frame_has_the_bytes_of_the_whole_encoding() {
         let mut whole = FrameBuf::new(&header, 0);
         whole.body(&(7u32, "x", &data)).unwrap();
         let whole = whole.finish(usize::MAX).unwrap();
-        let split =
-            crate::service::Body::encode_args(&(7u32, "x"), Some(Bytes::from(data.clone())))
-                .unwrap()
-                .into_frame(&header, usize::MAX)
-                .unwrap();
+        let split = crate::body::Body::encode_args(&(7u32, "x"), Some(Bytes::from(data.clone())))
+            .unwrap()
+            .into_frame(&header, usize::MAX)
+            .unwrap();
         assert_eq!(split.len(), whole.len(), "len {len}");
         assert_eq!(
             [&split.head[..], &split.tail[..]].concat(),
@@ -433,7 +441,7 @@ fn a_tail_frame_has_the_bytes_of_the_whole_encoding() {
         // Long byte strings stay apart; the limit counts them.
         assert_eq!(split.tail.len(), if len > INLINE_TAIL { len } else { 0 });
         let limit = whole.len() - 4;
-        let again = crate::service::Body::encode_args(&(7u32, "x"), Some(Bytes::from(data)))
+        let again = crate::body::Body::encode_args(&(7u32, "x"), Some(Bytes::from(data)))
             .unwrap()
             .into_frame(&header, limit - 1)
             .unwrap_err();
@@ -485,6 +493,16 @@ fn golden_part_and_hello_ext() {
     )
     .unwrap();
     assert_eq!(&ext[..], [0x80, 0x80, 0x80, 0x80, 0x04]);
+}
+
+#[test]
+fn golden_input_frames() {
+    assert_eq!(frame(Header::Input { id: 3 }, &[9]), [0, 0, 0, 3, 11, 3, 9]);
+    assert_eq!(frame(Header::InputEnd { id: 3 }, &[]), [0, 0, 0, 2, 12, 3]);
+    assert_eq!(
+        frame(Header::InputCredit { id: 3, items: 8 }, &[]),
+        [0, 0, 0, 3, 13, 3, 8]
+    );
 }
 
 /// What a message in parts looks like on the wire, for every size around a piece: the pieces

@@ -224,6 +224,11 @@ pub enum MethodKind {
     Unary,
     /// One request, a stream of items back.
     ServerStream,
+    /// One request followed by a stream of input items, one response. The input's item type
+    /// is the method's last argument (in its schema and hash); the request carries the others.
+    ClientStream,
+    /// A request and a stream of input items, a stream of items back, independently.
+    BidiStream,
 }
 
 impl MethodKind {
@@ -232,6 +237,8 @@ impl MethodKind {
         match self {
             MethodKind::Unary => 0,
             MethodKind::ServerStream => 1,
+            MethodKind::ClientStream => 2,
+            MethodKind::BidiStream => 3,
         }
     }
 
@@ -240,6 +247,8 @@ impl MethodKind {
         match code {
             0 => Some(MethodKind::Unary),
             1 => Some(MethodKind::ServerStream),
+            2 => Some(MethodKind::ClientStream),
+            3 => Some(MethodKind::BidiStream),
             _ => None,
         }
     }
@@ -249,7 +258,19 @@ impl MethodKind {
         match self {
             MethodKind::Unary => "a unary method",
             MethodKind::ServerStream => "a server-streaming method",
+            MethodKind::ClientStream => "a client-streaming method",
+            MethodKind::BidiStream => "a bidirectional-streaming method",
         }
+    }
+
+    /// Whether the caller sends a stream of input items.
+    pub fn takes_input(self) -> bool {
+        matches!(self, MethodKind::ClientStream | MethodKind::BidiStream)
+    }
+
+    /// Whether the result is a stream of items.
+    pub fn streams_result(self) -> bool {
+        matches!(self, MethodKind::ServerStream | MethodKind::BidiStream)
     }
 }
 

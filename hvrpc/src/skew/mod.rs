@@ -45,8 +45,9 @@ pub(crate) enum Route {
 pub(crate) enum ArgsRoute {
     /// As they are.
     Direct,
-    /// Translated from the peer's shape.
-    Translate(Arc<Reading>),
+    /// Translated from the peer's shape: the request's arguments, and (methods taking an
+    /// input stream) the input's items.
+    Translate(Arc<Reading>, Option<Arc<Reading>>),
     /// Not at all: the peer's shape is unknown (answered as a bad request).
     Unreadable(Arc<str>),
 }
@@ -294,9 +295,10 @@ impl Routes {
     }
 }
 
-/// How the peer's calls are read, by this side's service index, by method index.
+/// How the peer's calls are read, by this side's service index, by method index: the route
+/// of the arguments, and whether the method takes an input stream.
 #[derive(Debug, Default)]
-pub(crate) struct Readings(Vec<Vec<ArgsRoute>>);
+pub(crate) struct Readings(Vec<Vec<(ArgsRoute, bool)>>);
 
 impl Readings {
     /// How calls of `method` of this side's service `service` are read.
@@ -304,7 +306,15 @@ impl Readings {
         self.0
             .get(service as usize)
             .and_then(|s| s.get(method as usize))
-            .unwrap_or(&ArgsRoute::Direct)
+            .map_or(&ArgsRoute::Direct, |m| &m.0)
+    }
+
+    /// Whether `method` of this side's service `service` takes an input stream.
+    pub(crate) fn takes_input(&self, service: u32, method: u32) -> bool {
+        self.0
+            .get(service as usize)
+            .and_then(|s| s.get(method as usize))
+            .is_some_and(|m| m.1)
     }
 }
 
@@ -324,27 +334,51 @@ pub(crate) fn readings(
                     .methods
                     .iter()
                     .map(|mine| {
-                        let Some((_, desc)) = want.and_then(|w| w.method(&mine.name)) else {
-                            return ArgsRoute::Direct;
-                        };
-                        if desc.args == mine.args {
-                            return ArgsRoute::Direct;
-                        }
-                        match peer_method(schemas, svc, desc) {
-                            Ok((schema, m)) => ArgsRoute::Translate(Arc::new(args_reading(
-                                &schema.graph,
-                                &m.arg_nodes(),
-                            ))),
-                            Err(e) => ArgsRoute::Unreadable(Arc::from(format!(
-                                "{svc}.{}: the arguments are in another release's shape, and {e}",
-                                mine.name
-                            ))),
-                        }
+                        let input =
+                            MethodKind::from_code(mine.kind).is_some_and(MethodKind::takes_input);
+                        (args_route(svc, mine, want, schemas), input)
                     })
                     .collect()
             })
             .collect(),
     )
+}
+
+/// How the peer's calls of this side's method `mine` of service `svc` are read.
+fn args_route(
+    svc: &str,
+    mine: &MethodDesc,
+    want: Option<&ServiceDesc>,
+    schemas: &PeerSchemas,
+) -> ArgsRoute {
+    let Some((_, desc)) = want.and_then(|w| w.method(&mine.name)) else {
+        return ArgsRoute::Direct;
+    };
+    if desc.args == mine.args {
+        return ArgsRoute::Direct;
+    }
+    match peer_method(schemas, svc, desc) {
+        Ok((schema, m)) => {
+            // An input stream's item is the last argument in the schema;
+            // the request carries the others.
+            let mut nodes = m.arg_nodes();
+            let input = match (MethodKind::from_code(mine.kind), nodes.last()) {
+                (Some(k), Some(&item)) if k.takes_input() => {
+                    nodes.pop();
+                    Some(Arc::new(Reading {
+                        graph: Arc::new(schema.graph.clone()),
+                        root: item,
+                    }))
+                }
+                _ => None,
+            };
+            ArgsRoute::Translate(Arc::new(args_reading(&schema.graph, &nodes)), input)
+        }
+        Err(e) => ArgsRoute::Unreadable(Arc::from(format!(
+            "{svc}.{}: the arguments are in another release's shape, and {e}",
+            mine.name
+        ))),
+    }
 }
 
 /// A reading of an argument tuple: the writer's graph with the tuple added as its root.

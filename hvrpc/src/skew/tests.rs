@@ -179,7 +179,7 @@ fn methods_are_matched_by_name_and_differences_checked_before_sending() {
     assert!(matches!(readings.get(0, 0), ArgsRoute::Direct));
     assert!(matches!(
         readings.get(0, index_of(&old, "query") as u32),
-        ArgsRoute::Translate(_)
+        ArgsRoute::Translate(_, None)
     ));
 }
 

@@ -50,7 +50,7 @@ pub(crate) const MAX_CONTROL: usize = 4096;
 const BATCH_BYTES: usize = 256 * 1024;
 
 /// Whose frame a data frame is, so that it can be withdrawn or its admission reported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Tag {
     /// The request of this side's call `id`.
     Request(u64),
@@ -101,8 +101,9 @@ pub(crate) struct SendQueue {
     /// Calls whose message in parts was taken whole by the batch being written: reported as
     /// admitted once it is written (their producers may go on).
     finished: Vec<Tag>,
-    /// Bytes of stream items not yet taken, by call.
-    ahead: HashMap<u64, usize, BuildHasherDefault<IdHasher>>,
+    /// Bytes of stream items (the peer's calls' output, this side's calls' input) not yet
+    /// taken, by call.
+    ahead: HashMap<Tag, usize, BuildHasherDefault<IdHasher>>,
     /// Streams that fell below [`AHEAD`] in the last batch taken.
     freed: Vec<Tag>,
     /// Bytes of data frames admitted and not yet written (queued or in the writer's batch).
@@ -168,9 +169,10 @@ impl SendQueue {
         self.queue(msg.into(), tag, false)
     }
 
-    /// Queues an item of the peer's stream call `id` (see [`is_blocked`](Self::is_blocked)).
-    pub(crate) fn item(&mut self, msg: impl Into<Message>, id: u64) -> Result<bool, Refused> {
-        self.queue(msg.into(), Tag::Reply(id), true)
+    /// Queues a stream item: of the peer's stream call (`Tag::Reply`), or of this side's
+    /// call's input (`Tag::Request`); see [`is_blocked`](Self::is_blocked).
+    pub(crate) fn item(&mut self, msg: impl Into<Message>, tag: Tag) -> Result<bool, Refused> {
+        self.queue(msg.into(), tag, true)
     }
 
     fn queue(&mut self, msg: Message, tag: Tag, item: bool) -> Result<bool, Refused> {
@@ -178,8 +180,8 @@ impl SendQueue {
             return Err(Refused::Sealed);
         }
         let q = Queued { msg, tag, item };
-        if let (true, Tag::Reply(id), Message::Whole(f)) = (item, tag, &q.msg) {
-            *self.ahead.entry(id).or_default() += f.len();
+        if let (true, Message::Whole(f)) = (item, &q.msg) {
+            *self.ahead.entry(tag).or_default() += f.len();
         }
         if q.is_parts() {
             self.parted += 1;
@@ -205,10 +207,7 @@ impl SendQueue {
     /// budget, its items not yet taken reach [`AHEAD`] bytes, or a message of it in parts is
     /// not yet taken whole.
     pub(crate) fn is_blocked(&self, tag: Tag) -> bool {
-        let ahead = match tag {
-            Tag::Reply(id) => self.ahead.get(&id).copied().unwrap_or(0),
-            Tag::Request(_) => 0,
-        };
+        let ahead = self.ahead.get(&tag).copied().unwrap_or(0);
         ahead >= AHEAD
             || self.blocked.iter().any(|q| q.tag == tag)
             || (self.parted > 0
@@ -262,9 +261,7 @@ impl SendQueue {
             parted += 1;
         }
         self.parted -= parted;
-        if let Tag::Reply(id) = tag {
-            self.ahead.remove(&id);
-        }
+        self.ahead.remove(&tag);
         self.data_bytes -= freed.min(self.data_bytes);
         self.admit(admitted);
         found && !seen
@@ -311,8 +308,8 @@ impl SendQueue {
             match q.msg {
                 Message::Whole(frame) => {
                     whole += frame.len();
-                    if let (true, Tag::Reply(id)) = (q.item, q.tag) {
-                        self.taken_item(id, frame.len());
+                    if q.item {
+                        self.taken_item(q.tag, frame.len());
                     }
                     batch.frames.push(frame);
                 }
@@ -352,16 +349,16 @@ impl SendQueue {
         Some(batch)
     }
 
-    /// Stream `id`'s item of `len` bytes is taken.
-    fn taken_item(&mut self, id: u64, len: usize) {
-        if let Some(ahead) = self.ahead.get_mut(&id) {
+    /// An item of `tag`'s stream, of `len` bytes, is taken.
+    fn taken_item(&mut self, tag: Tag, len: usize) {
+        if let Some(ahead) = self.ahead.get_mut(&tag) {
             let was = *ahead;
             *ahead -= len.min(*ahead);
             if *ahead == 0 {
-                self.ahead.remove(&id);
+                self.ahead.remove(&tag);
             }
             if was >= AHEAD && was - len.min(was) < AHEAD {
-                self.freed.push(Tag::Reply(id));
+                self.freed.push(tag);
             }
         }
     }

@@ -267,7 +267,10 @@ fn a_stream_item_in_parts_counts_one_piece_against_the_budget_and_holds_its_prod
     let mut q = SendQueue::new(1 << 20);
     let mut admitted = Vec::new();
     let mut freed = Vec::new();
-    assert!(q.item(parts(Tag::Reply(1), 10 << 20), 1).unwrap());
+    assert!(
+        q.item(parts(Tag::Reply(1), 10 << 20), Tag::Reply(1))
+            .unwrap()
+    );
     assert!(
         q.data(whole(Tag::Reply(2)), Tag::Reply(2)).unwrap(),
         "10 MiB in parts do not fill a 1 MiB budget"
@@ -281,7 +284,8 @@ fn a_stream_item_in_parts_counts_one_piece_against_the_budget_and_holds_its_prod
     assert!(!q.is_blocked(Tag::Reply(1)));
     q.written(b, &mut admitted);
     let mut batches = 1;
-    q.item(parts(Tag::Reply(1), 1 << 20), 1).unwrap();
+    q.item(parts(Tag::Reply(1), 1 << 20), Tag::Reply(1))
+        .unwrap();
     assert!(q.is_blocked(Tag::Reply(1)), "but not a third");
     while q.has_ready() {
         let b = q.take().unwrap();
@@ -303,10 +307,10 @@ fn a_stream_holds_at_most_ahead_bytes_of_items_not_yet_taken() {
     let mut q = SendQueue::new(8 << 20);
     let mut freed = Vec::new();
     let item = || Frame::from(Bytes::from(vec![1u8; 100 * 1024]));
-    q.item(item(), 7).unwrap();
-    q.item(item(), 7).unwrap();
+    q.item(item(), Tag::Reply(7)).unwrap();
+    q.item(item(), Tag::Reply(7)).unwrap();
     assert!(!q.is_blocked(Tag::Reply(7)), "200 KiB ahead");
-    q.item(item(), 7).unwrap();
+    q.item(item(), Tag::Reply(7)).unwrap();
     assert!(q.is_blocked(Tag::Reply(7)), "300 KiB ahead");
     assert!(!q.is_blocked(Tag::Reply(8)), "another stream goes on");
     // Unary responses are not items: they never hold anyone.
@@ -321,9 +325,9 @@ fn a_stream_holds_at_most_ahead_bytes_of_items_not_yet_taken() {
     // Withdrawn (cancelled) items stop counting.
     let mut admitted = Vec::new();
     q.written(b, &mut admitted);
-    q.item(item(), 7).unwrap();
-    q.item(item(), 7).unwrap();
-    q.item(item(), 7).unwrap();
+    q.item(item(), Tag::Reply(7)).unwrap();
+    q.item(item(), Tag::Reply(7)).unwrap();
+    q.item(item(), Tag::Reply(7)).unwrap();
     q.withdraw(Tag::Reply(7), &mut admitted);
     assert!(!q.is_blocked(Tag::Reply(7)));
 }
