@@ -250,16 +250,24 @@ impl<'g> Render<'g> {
 }
 
 fn signature(r: &mut Render<'_>, m: &MethodSchema) -> String {
+    // A method that takes an input stream has the stream's item as its last argument.
+    let input = m.kind.takes_input().then(|| m.args.len().saturating_sub(1));
     let args: Vec<String> = m
         .args
         .iter()
-        .map(|a| format!("{}: {}", a.name, r.ty(a.node)))
+        .enumerate()
+        .map(|(i, a)| match input {
+            Some(last) if i == last => format!("{}: Streaming<{}>", a.name, r.ty(a.node)),
+            _ => format!("{}: {}", a.name, r.ty(a.node)),
+        })
         .collect();
     let result = r.ty(m.result);
-    let ret = match m.kind {
-        MethodKind::ServerStream => format!(" -> Streaming<{result}>"),
-        MethodKind::Unary if result == "()" => String::new(),
-        MethodKind::Unary => format!(" -> {result}"),
+    let ret = if m.kind.streams_result() {
+        format!(" -> Streaming<{result}>")
+    } else if result == "()" {
+        String::new()
+    } else {
+        format!(" -> {result}")
     };
     format!("fn {}({}){ret}", m.name, args.join(", "))
 }
@@ -311,6 +319,11 @@ fn encode_args(
     args: Option<&Value>,
 ) -> Result<Vec<u8>, CallFailure> {
     let limits = Limits::default();
+    // The input stream's item (the last argument) comes from stdin, not from `args`.
+    let m = &MethodSchema {
+        args: m.args[..m.args.len() - usize::from(m.kind.takes_input())].to_vec(),
+        ..m.clone()
+    };
     let values: Vec<&Value> = match args {
         None | Some(Value::Null) if m.args.is_empty() => Vec::new(),
         Some(Value::Object(o)) => {
@@ -409,11 +422,12 @@ fn emit(
     print(&v, compact, false)
 }
 
-/// `hvrpc call`.
+/// `hvrpc call`. `args` is the JSON text of the arguments, or `-` to read it from stdin; a
+/// method that takes an input stream reads its items from stdin instead, one JSON value a line.
 pub(crate) async fn call(
     endpoint: &Endpoint,
     target: &str,
-    args: Option<Value>,
+    args: Option<String>,
     timeout: Duration,
     compact: bool,
 ) -> Result<(), CallFailure> {
@@ -442,7 +456,12 @@ pub(crate) async fn call(
             ),
         ));
     };
+    let args = parse_args(args, m)?;
     let bytes = encode_args(&s.graph, m, args.as_ref())?;
+    let input = || {
+        let item = m.args.last().map_or(0, |a| a.node);
+        stdin_items(s.graph.clone(), item)
+    };
     match m.kind {
         MethodKind::Unary => {
             let result = conn
@@ -451,32 +470,131 @@ pub(crate) async fn call(
                 .map_err(|e| from_error(endpoint, &e))?;
             emit(&s.graph, m.result, &result, ".result", compact)
         }
+        MethodKind::ClientStream => {
+            // An upload from stdin takes as long as it takes: no deadline, like streams.
+            let call = conn.client_stream_raw(service, method, bytes.into(), input(), None);
+            let ctrl_c = tokio::signal::ctrl_c();
+            tokio::select! {
+                result = call => {
+                    let result = result.map_err(|e| from_error(endpoint, &e))?;
+                    emit(&s.graph, m.result, &result, ".result", compact)
+                }
+                // Dropping the call cancels it on the server.
+                _ = ctrl_c => Err(interrupted().await),
+            }
+        }
         MethodKind::ServerStream => {
-            let mut stream = conn
+            let stream = conn
                 .stream_raw(service, method, bytes.into(), None)
                 .map_err(|e| from_error(endpoint, &e))?;
-            let ctrl_c = tokio::signal::ctrl_c();
-            tokio::pin!(ctrl_c);
-            let mut n = 0usize;
-            loop {
-                tokio::select! {
-                    item = stream.next() => match item {
-                        None => return Ok(()),
-                        Some(Ok(b)) => {
-                            // Items one per line, whatever --compact says.
-                            emit(&s.graph, m.result, &b, &format!(".items[{n}]"), true)?;
-                            n += 1;
-                        }
-                        Some(Err(e)) => return Err(from_error(endpoint, &e)),
-                    },
-                    _ = &mut ctrl_c => {
-                        // Dropping the stream cancels the call on the server.
-                        drop(stream);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        return Err(failure(exit::INTERRUPTED, "interrupted: the call was cancelled"));
+            print_items(endpoint, &s.graph, m.result, stream).await
+        }
+        MethodKind::BidiStream => {
+            let stream = conn
+                .bidi_raw(service, method, bytes.into(), input(), None)
+                .map_err(|e| from_error(endpoint, &e))?;
+            print_items(endpoint, &s.graph, m.result, stream).await
+        }
+    }
+}
+
+/// The arguments' JSON: from the command line, or from stdin for `-` (unless stdin carries
+/// the method's input stream).
+fn parse_args(args: Option<String>, m: &MethodSchema) -> Result<Option<Value>, CallFailure> {
+    let text = match args {
+        Some(a) if a == "-" && m.kind.takes_input() => {
+            return Err(failure(
+                2,
+                format!(
+                    "{} reads its input stream from stdin (one JSON value a line): give its \
+                     other arguments on the command line",
+                    m.name
+                ),
+            ));
+        }
+        Some(a) if a == "-" => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| failure(1, format!("reading the arguments from stdin: {e}")))?;
+            s
+        }
+        Some(a) => a,
+        None => return Ok(None),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| failure(exit::CODEC, format!("the arguments are not JSON: {e}")))
+}
+
+/// The items of an input stream: stdin's lines (blank ones skipped), each a JSON value of
+/// node `item`, encoded to postcard; read only as fast as the server takes them. A line that
+/// is not such a value fails the call, naming it (`.input[3]: expected u32, got "x"`).
+fn stdin_items(
+    graph: Graph,
+    item: u32,
+) -> impl futures_util::Stream<Item = Result<hvrpc::Bytes, Error>> + Send + 'static {
+    use tokio::io::AsyncBufReadExt as _;
+    let lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    futures_util::stream::unfold((lines, 0usize), move |(mut lines, n)| {
+        let graph = graph.clone();
+        async move {
+            let line = loop {
+                match lines.next_line().await {
+                    Ok(Some(l)) if l.trim().is_empty() => {}
+                    Ok(Some(l)) => break l,
+                    Ok(None) => return None,
+                    Err(e) => {
+                        let e = Error::Encode(format!("reading the input from stdin: {e}").into());
+                        return Some((Err(e), (lines, n)));
                     }
                 }
+            };
+            let path = format!(".input[{n}]");
+            let item = serde_json::from_str::<Value>(&line)
+                .map_err(|e| format!("{path}: not JSON: {e}"))
+                .and_then(|v| {
+                    from_json(&v, &graph, item, &path, Limits::default()).map_err(|e| e.to_string())
+                })
+                .map(hvrpc::Bytes::from)
+                .map_err(|e| Error::Encode(e.into()));
+            Some((item, (lines, n + 1)))
+        }
+    })
+}
+
+/// Prints a result stream, one JSON line per item, until it ends or Ctrl-C (which cancels
+/// the call on the server).
+async fn print_items(
+    endpoint: &Endpoint,
+    graph: &Graph,
+    node: u32,
+    mut stream: hvrpc::RawStreaming,
+) -> Result<(), CallFailure> {
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut n = 0usize;
+    loop {
+        tokio::select! {
+            item = stream.next() => match item {
+                None => return Ok(()),
+                Some(Ok(b)) => {
+                    // Items one per line, whatever --compact says.
+                    emit(graph, node, &b, &format!(".items[{n}]"), true)?;
+                    n += 1;
+                }
+                Some(Err(e)) => return Err(from_error(endpoint, &e)),
+            },
+            _ = &mut ctrl_c => {
+                // Dropping the stream cancels the call on the server.
+                drop(stream);
+                return Err(interrupted().await);
             }
         }
     }
+}
+
+/// Ctrl-C: gives the Cancel a moment to leave before the process exits.
+async fn interrupted() -> CallFailure {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    failure(exit::INTERRUPTED, "interrupted: the call was cancelled")
 }

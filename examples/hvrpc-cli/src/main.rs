@@ -115,7 +115,8 @@ enum Command {
         /// `Service.method`.
         method: String,
         /// The arguments: a JSON object by name (`{"path": "/etc"}`), an array by position,
-        /// or `-` to read them from stdin. None for a method without arguments.
+        /// or `-` to read them from stdin. None for a method without arguments. A method that
+        /// takes an input stream reads its items from stdin, one JSON value a line.
         args: Option<String>,
         /// The call's deadline, and the limit for connecting, in milliseconds.
         #[arg(long, default_value_t = 30_000)]
@@ -352,26 +353,6 @@ async fn dynamic(command: Command) -> Result<(), dynamic::CallFailure> {
             timeout_ms,
             compact,
         } => {
-            let text = match args.as_deref() {
-                Some("-") => {
-                    let mut s = String::new();
-                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| {
-                        dynamic::CallFailure {
-                            code: 1,
-                            message: format!("reading the arguments from stdin: {e}"),
-                        }
-                    })?;
-                    Some(s)
-                }
-                other => other.map(str::to_owned),
-            };
-            let args = match text {
-                None => None,
-                Some(t) => Some(serde_json::from_str(&t).map_err(|e| dynamic::CallFailure {
-                    code: dynamic::exit::CODEC,
-                    message: format!("the arguments are not JSON: {e}"),
-                })?),
-            };
             dynamic::call(
                 &endpoint,
                 &method,

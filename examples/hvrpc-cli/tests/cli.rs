@@ -431,3 +431,93 @@ async fn ctrl_c_cancels_a_streamed_call_on_the_server() {
     }
     panic!("the server still runs the call: {}", conn.incoming_calls());
 }
+
+/// A service with an input stream each way.
+mod tally {
+    use futures_util::StreamExt;
+    use hvrpc::{Context, Streaming};
+
+    #[hvrpc::service(port = 0x4873)]
+    pub trait Tally {
+        /// Adds the items to `start`.
+        async fn sum(start: u64, items: Streaming<u64>) -> u64;
+        /// Answers each line upper-cased, as it comes.
+        async fn shout(input: Streaming<String>) -> Streaming<String>;
+    }
+
+    pub(crate) struct Imp;
+    impl Tally for Imp {
+        async fn sum(&self, _: Context, start: u64, mut items: Streaming<u64>) -> u64 {
+            let mut total = start;
+            while let Some(Ok(v)) = items.next().await {
+                total += v;
+            }
+            total
+        }
+        async fn shout(&self, _: Context, input: Streaming<String>) -> Streaming<String> {
+            Streaming::try_new(input.map(|line| line.map(|l| l.to_uppercase())))
+        }
+    }
+}
+
+/// `hvrpc` with `input` on its stdin.
+async fn hvrpc_with_stdin(args: Vec<String>, input: &'static str) -> Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// A method that takes an input stream reads its items from stdin, one JSON value a line
+/// (blank lines skipped); describe shows the stream; a bad line names its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_sends_an_input_stream_from_stdin_as_json_lines() {
+    let ep = agent(hvrpc::Server::new().add_service(tally::TallyServer::new(tally::Imp))).await;
+    let call = |m: &str, args: &[&str]| {
+        let mut v = vec!["call".to_owned(), ep.clone(), m.to_owned()];
+        v.extend(args.iter().map(|a| (*a).to_owned()));
+        v
+    };
+    let o = hvrpc_with_stdin(call("Tally.sum", &[r#"{"start": 1}"#]), "2\n3\n\n4\n").await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "10");
+    let o = hvrpc_with_stdin(call("Tally.sum", &["[5]"]), "").await;
+    assert_eq!(stdout(&o).trim(), "5", "{}", stderr(&o));
+    let o = hvrpc_with_stdin(call("Tally.shout", &[]), "\"ab\"\n\"cd\"\n").await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "\"AB\"\n\"CD\"\n");
+    let o = hvrpc_with_stdin(call("Tally.sum", &[r#"{"start": 1}"#]), "2\n\"x\"\n").await;
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(".input[1]: expected u64"),
+        "{}",
+        stderr(&o)
+    );
+    let o = hvrpc_with_stdin(call("Tally.sum", &["-"]), "").await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("reads its input stream from stdin"));
+    let o = hvrpc_async(vec!["describe".into(), ep.clone()]).await;
+    let text = stdout(&o);
+    for want in [
+        "fn sum(start: u64, items: Streaming<u64>) -> u64",
+        "fn shout(input: Streaming<String>) -> Streaming<String>",
+    ] {
+        assert!(text.contains(want), "lacks {want:?}:\n{text}");
+    }
+}
