@@ -3,9 +3,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_util::StreamExt;
-use hvrpc::{Bytes, Endpoint};
+use hvrpc::{Bytes, Endpoint, Streaming};
 use tokio::io::AsyncReadExt;
 
 use crate::files::{CHUNK, FileError, GuestFilesClient};
@@ -100,14 +103,16 @@ pub async fn download(
 }
 
 /// Copies `local` to the guest's `remote`, which the guest replaces atomically when the whole
-/// file has arrived; `progress(done, total)` after every chunk. Returns the bytes copied.
+/// file has arrived; `progress(done, total)` as it goes. Returns the bytes copied. One
+/// streaming call ([`GuestFilesClient::upload`]); an agent too old for it gets the file in
+/// `write_chunk` calls instead.
 pub async fn upload(
     files: &GuestFilesClient,
     local_path: &Path,
     remote: &str,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<u64, CopyError> {
-    let mut input = tokio::fs::File::open(local_path)
+    let input = tokio::fs::File::open(local_path)
         .await
         .map_err(|e| local(local_path, e))?;
     let total = input
@@ -115,6 +120,83 @@ pub async fn upload(
         .await
         .map_err(|e| local(local_path, e))?
         .len();
+    let read = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(Mutex::new(None));
+    let chunks = file_chunks(input, Arc::clone(&read), Arc::clone(&failed));
+    let call = files.upload(remote.to_owned(), Streaming::try_new(chunks));
+    tokio::pin!(call);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let streamed = loop {
+        tokio::select! {
+            done = &mut call => break done,
+            _ = tick.tick() => {
+                let n = read.load(Ordering::Relaxed);
+                progress(n, total.max(n));
+            }
+        }
+    };
+    match streamed {
+        Ok(size) => {
+            progress(size, total.max(size));
+            Ok(size)
+        }
+        // The agent predates `upload`: nothing was read or sent yet.
+        Err(hvrpc::Error::Unimplemented(_)) => {
+            upload_in_chunks(files, local_path, remote, total, progress).await
+        }
+        // A local read failure ends the call; say what failed here rather than what the
+        // guest saw of it.
+        Err(e) => Err(failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or(CopyError::Guest(e))),
+    }
+}
+
+/// The file's contents in chunks of `4 * CHUNK`, read only as fast as the guest takes them;
+/// `read` counts the bytes handed on, `failed` keeps a read error (which ends the stream with
+/// an error, and so the call).
+fn file_chunks(
+    file: tokio::fs::File,
+    read: Arc<AtomicU64>,
+    failed: Arc<Mutex<Option<CopyError>>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, hvrpc::Error>> + Send + 'static {
+    futures_util::stream::unfold(Some(file), move |file| {
+        let (read, failed) = (Arc::clone(&read), Arc::clone(&failed));
+        async move {
+            let mut file = file?;
+            let mut buf = vec![0u8; 4 * CHUNK];
+            match read_full(&mut file, &mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    read.fetch_add(n as u64, Ordering::Relaxed);
+                    Some((Ok(Bytes::from(buf)), Some(file)))
+                }
+                Err(e) => {
+                    let msg = format!("reading the local file: {e}");
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(CopyError::Local(msg.clone()));
+                    Some((Err(hvrpc::Error::Encode(msg.into())), None))
+                }
+            }
+        }
+    })
+}
+
+/// [`upload`] for an agent without the streaming call: `write_begin`, `write_chunk`s and
+/// `write_commit`.
+async fn upload_in_chunks(
+    files: &GuestFilesClient,
+    local_path: &Path,
+    remote: &str,
+    total: u64,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<u64, CopyError> {
+    let mut input = tokio::fs::File::open(local_path)
+        .await
+        .map_err(|e| local(local_path, e))?;
     let id = files.write_begin(remote.to_owned()).await?;
     let sent = async {
         let mut offset = 0u64;

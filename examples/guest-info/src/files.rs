@@ -27,6 +27,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use hvrpc::{Bytes, Context, PeerAddr, Streaming};
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +99,36 @@ pub trait GuestFiles {
     /// Abandons upload `id`; the target is left as it was.
     #[hvrpc(blocking)]
     async fn write_abort(id: u64) -> Result<(), FileError>;
+    /// Writes `path` from the stream `data` in one call (created or replaced atomically when
+    /// the stream ends; left as it was if the call fails or is cancelled). Returns the size.
+    /// Newer than the `write_*` calls: a host falls back to those for an agent without it.
+    async fn upload(path: String, data: Streaming<Bytes>) -> Result<u64, FileError>;
+}
+
+/// Discards an upload whose streaming call ended early (failed, cancelled, dropped).
+struct AbortOnDrop {
+    share: std::sync::Arc<FileShare>,
+    peer: PeerAddr,
+    id: Option<u64>,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take()
+            && let Ok(u) = self.share.take(&self.peer, id)
+        {
+            u.discard();
+        }
+    }
+}
+
+/// Runs blocking file I/O off the runtime's threads.
+async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, FileError> + Send + 'static,
+) -> Result<T, FileError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(FileError::Io(format!("the write failed: {e}"))))
 }
 
 struct Upload {
@@ -485,6 +516,32 @@ impl GuestFiles for std::sync::Arc<FileShare> {
     async fn write_abort(&self, ctx: Context, id: u64) -> Result<(), FileError> {
         self.take(ctx.peer(), id)?.discard();
         Ok(())
+    }
+
+    async fn upload(
+        &self,
+        ctx: Context,
+        path: String,
+        mut data: Streaming<Bytes>,
+    ) -> Result<u64, FileError> {
+        check_peer(&ctx)?;
+        let (share, peer) = (std::sync::Arc::clone(self), ctx.peer().clone());
+        let id = off_thread(move || share.begin(peer, &path)).await?;
+        let mut guard = AbortOnDrop {
+            share: std::sync::Arc::clone(self),
+            peer: ctx.peer().clone(),
+            id: Some(id),
+        };
+        let mut offset = 0u64;
+        // One item at a time: a slow disk holds the caller to the stream's credit.
+        while let Some(item) = data.next().await {
+            let chunk = item.map_err(|e| FileError::Io(format!("receiving the data: {e}")))?;
+            let (share, peer) = (std::sync::Arc::clone(self), ctx.peer().clone());
+            offset = off_thread(move || share.chunk(&peer, id, offset, &chunk)).await?;
+        }
+        guard.id = None;
+        let (share, peer) = (std::sync::Arc::clone(self), ctx.peer().clone());
+        off_thread(move || share.commit(&peer, id, offset)).await
     }
 }
 
