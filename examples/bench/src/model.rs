@@ -171,6 +171,9 @@ pub(crate) struct TransferRow {
     pub(crate) raw_up_mb_s: f64,
     /// hvrpc: four unary calls with 256 MiB arguments (messages in parts).
     pub(crate) unary_up_mb_s: f64,
+    /// hvrpc: a client stream of 1 MiB items (absent in reports from before client streams).
+    #[serde(default)]
+    pub(crate) stream_up_mb_s: f64,
     /// `add` on the connection with nothing else on it.
     pub(crate) idle: Lat,
     /// `add` on the same connection while 1 GiB streams down it.

@@ -79,6 +79,8 @@ pub(crate) mod hv {
         async fn fetch(n: u64) -> hvrpc::Bytes;
         /// Takes the bytes, returns how many: a message in parts.
         async fn upload(data: hvrpc::Bytes) -> u64;
+        /// Takes a stream of chunks, returns how many bytes: a client stream.
+        async fn put(data: hvrpc::Streaming<hvrpc::Bytes>) -> Result<u64, String>;
     }
 
     /// The server side.
@@ -124,6 +126,20 @@ pub(crate) mod hv {
         async fn upload(&self, _ctx: Context, data: hvrpc::Bytes) -> u64 {
             super::served();
             data.len() as u64
+        }
+
+        async fn put(
+            &self,
+            _ctx: Context,
+            mut data: hvrpc::Streaming<hvrpc::Bytes>,
+        ) -> Result<u64, String> {
+            use futures_util::StreamExt as _;
+            super::served();
+            let mut got = 0;
+            while let Some(chunk) = data.next().await {
+                got += chunk.map_err(|e| e.to_string())?.len() as u64;
+            }
+            Ok(got)
         }
     }
 }

@@ -120,14 +120,13 @@ pub(crate) fn targets(r: &Results) -> Vec<Target> {
             ),
             met: q >= 0.9,
         });
-        let q = ratio(t.unary_up_mb_s, t.raw_up_mb_s);
+        let q = ratio(t.stream_up_mb_s, t.raw_up_mb_s);
         out.push(Target {
-            what: "1 GiB upload vs raw (MB/s): four 256 MiB arguments in parts (no client \
-                   streams yet)",
+            what: "1 GiB upload, a client stream of 1 MiB items, vs raw (MB/s)",
             goal: "≥ 0.90×",
             measured: format!(
                 "{q:.2}× ({:.0} vs {:.0} MB/s)",
-                t.unary_up_mb_s, t.raw_up_mb_s
+                t.stream_up_mb_s, t.raw_up_mb_s
             ),
             met: q >= 0.9,
         });
@@ -505,10 +504,9 @@ pub(crate) fn markdown(
             "\n## Large transfers\n\n\
              {} moved in one direction, one transfer at a time, MB (10⁶ bytes) per second. Raw: \
              1 MiB frames written from one reused buffer and read into one. hvrpc: a server \
-             stream of 1 MiB items (each a whole frame), and four unary calls of 256 MiB \
-             (messages in parts, §3.1 of PROTOCOL.md: each result or argument is a fresh 256 MiB \
-             buffer, page-faulted in as it fills). Upload through a client stream is not built \
-             yet.\n",
+             stream (down) or client stream (up) of 1 MiB items, each a whole frame, and four \
+             unary calls of 256 MiB (messages in parts, §3.1 of PROTOCOL.md: each result or \
+             argument is a fresh 256 MiB buffer, page-faulted in as it fills).\n",
             size_name(t.bytes as usize)
         );
         let _ = writeln!(
@@ -527,9 +525,11 @@ pub(crate) fn markdown(
         );
         let _ = writeln!(
             s,
-            "| upload MB/s | {:.0} | | {:.0} | | {} |",
+            "| upload MB/s | {:.0} | {:.0} | {:.0} | {} | {} |",
             t.raw_up_mb_s,
+            t.stream_up_mb_s,
             t.unary_up_mb_s,
+            x(ratio(t.stream_up_mb_s, t.raw_up_mb_s)),
             x(ratio(t.unary_up_mb_s, t.raw_up_mb_s))
         );
         let _ = writeln!(

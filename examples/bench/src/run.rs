@@ -316,11 +316,12 @@ pub(crate) fn run(plan: &Plan) -> Result<Results, String> {
         })?;
         progress(format!(
             "1 GiB down: raw {:.0}, hvrpc stream {:.0}, hvrpc unary {:.0} MB/s; up: raw {:.0}, \
-             hvrpc unary {:.0} MB/s; add p99 {:.1} us idle, {:.1} us under a 1 GiB stream",
+             hvrpc stream {:.0}, hvrpc unary {:.0} MB/s; add p99 {:.1} us idle, {:.1} us under a 1 GiB stream",
             t.raw_down_mb_s,
             t.stream_down_mb_s,
             t.unary_down_mb_s,
             t.raw_up_mb_s,
+            t.stream_up_mb_s,
             t.unary_up_mb_s,
             t.idle.p99_us,
             t.busy.p99_us

@@ -1,5 +1,5 @@
-//! Large transfers: 1 GiB down and up, raw against hvrpc (a server stream of 1 MiB items, and
-//! unary messages of 256 MiB in parts), and the head-of-line figure: `add`'s p99 on a
+//! Large transfers: 1 GiB down and up, raw against hvrpc (a server or client stream of 1 MiB
+//! items, and unary messages of 256 MiB in parts), and the head-of-line figure: `add`'s p99 on a
 //! connection while 1 GiB streams down it, against its p99 on the same connection idle.
 
 use std::time::{Duration, Instant};
@@ -112,6 +112,16 @@ async fn stream_down(c: &hv::BenchClient) -> Result<u64, String> {
     Ok(got)
 }
 
+/// A client-stream upload of `TOTAL` bytes: 1 MiB slices of `data`, made as the server grants
+/// credit.
+async fn stream_up(c: &hv::BenchClient, data: &hvrpc::Bytes) -> Result<u64, String> {
+    let chunk = data.slice(..CHUNK as usize);
+    let items = futures_util::stream::iter(std::iter::repeat_n(chunk, (TOTAL / CHUNK) as usize));
+    c.put(hvrpc::Streaming::new(items))
+        .await
+        .map_err(|e| e.to_string())
+}
+
 fn check(what: &str, got: u64) -> Result<(), String> {
     if got == TOTAL {
         Ok(())
@@ -126,8 +136,8 @@ fn rate(t: Duration) -> f64 {
 }
 
 /// Every transfer once: raw down, hvrpc stream down, hvrpc unary down, raw up, hvrpc unary
-/// up — in MB/s, in that order.
-pub(crate) async fn round(raw_ep: &Endpoint, hv_ep: &Endpoint) -> Result<[f64; 5], String> {
+/// up, hvrpc stream up — in MB/s, in that order.
+pub(crate) async fn round(raw_ep: &Endpoint, hv_ep: &Endpoint) -> Result<[f64; 6], String> {
     let io = |e: std::io::Error| e.to_string();
     let mut r = Raw::connect(raw_ep).await?;
     let c = hvrpc_client(hv_ep).await?;
@@ -155,7 +165,17 @@ pub(crate) async fn round(raw_ep: &Endpoint, hv_ep: &Endpoint) -> Result<[f64; 5
     }
     check("hvrpc unary upload", got)?;
     let unary_up = rate(t.elapsed());
-    Ok([raw_down, stream_down, unary_down, raw_up, unary_up])
+    let t = Instant::now();
+    check("hvrpc stream upload", stream_up(&c, &data).await?)?;
+    let stream_up = rate(t.elapsed());
+    Ok([
+        raw_down,
+        stream_down,
+        unary_down,
+        raw_up,
+        unary_up,
+        stream_up,
+    ])
 }
 
 /// `add`'s latency on one connection: for `idle` with nothing else on it, then while a
@@ -197,7 +217,7 @@ pub(crate) async fn measure(
     hv_ep: Endpoint,
     rounds: usize,
 ) -> Result<TransferRow, String> {
-    let mut sums = [0f64; 5];
+    let mut sums = [0f64; 6];
     for _ in 0..rounds.max(1) {
         let r = round(&raw_ep, &hv_ep).await?;
         for (s, v) in sums.iter_mut().zip(r) {
@@ -205,7 +225,14 @@ pub(crate) async fn measure(
         }
     }
     let n = rounds.max(1) as f64;
-    let [raw_down, stream_down, unary_down, raw_up, unary_up] = sums.map(|s| s / n);
+    let [
+        raw_down,
+        stream_down,
+        unary_down,
+        raw_up,
+        unary_up,
+        stream_up,
+    ] = sums.map(|s| s / n);
     let (idle, busy) = head_of_line(&hv_ep, Duration::from_secs(1)).await?;
     Ok(TransferRow {
         bytes: TOTAL,
@@ -214,6 +241,7 @@ pub(crate) async fn measure(
         unary_down_mb_s: unary_down,
         raw_up_mb_s: raw_up,
         unary_up_mb_s: unary_up,
+        stream_up_mb_s: stream_up,
         idle,
         busy,
     })
