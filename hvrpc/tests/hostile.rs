@@ -195,6 +195,8 @@ pub trait Target {
     async fn nap(ms: u64);
     /// The peer the handler sees.
     async fn whoami() -> String;
+    /// Reads nothing of its input for `ms`, then counts its items.
+    async fn hold(ms: u64, items: hvrpc::Streaming<u32>) -> u32;
 }
 
 #[derive(Clone, Default)]
@@ -218,6 +220,16 @@ impl Target for Imp {
     async fn whoami(&self, ctx: Context) -> String {
         self.calls.fetch_add(1, Ordering::SeqCst);
         ctx.peer().to_string()
+    }
+    async fn hold(&self, _: Context, ms: u64, mut items: hvrpc::Streaming<u32>) -> u32 {
+        use futures_util::StreamExt as _;
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        sleep(Duration::from_millis(ms)).await;
+        let mut n = 0;
+        while let Some(Ok(_)) = items.next().await {
+            n += 1;
+        }
+        n
     }
 }
 
@@ -1235,6 +1247,140 @@ async fn a_request_in_parts_over_the_bytes_limit_is_refused_without_being_kept()
     assert_eq!(response(&mut io).await, (6, None));
     assert_eq!(logged(&["protocol violation"]), 0);
     bystander.finish("requests in parts over the limit").await;
+}
+
+/// Reads frames until the server's InputCredit; returns its call id and items.
+async fn input_credit<S: AsyncRead + Unpin>(io: &mut S) -> (u64, u64) {
+    timeout(Duration::from_secs(10), async {
+        loop {
+            let p = read_frame(io).await.expect("closed before granting credit");
+            if p[0] == 13 {
+                let mut at = 1;
+                let id = read_varint(&p, &mut at);
+                return (id, read_varint(&p, &mut at));
+            }
+        }
+    })
+    .await
+    .expect("no InputCredit")
+}
+
+/// The `hold` method (index 4) of call 1, reading nothing for 10 s.
+fn hold_request() -> Vec<u8> {
+    request(1, 0, 4, &varint_arg(10_000))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_that_breaks_the_rules_ends_the_connection_saying_which_rule() {
+    let _serial = serial().await;
+    let s = serve(parts_config()).await;
+    let bystander = Bystander::start(&s.ep).await;
+    let heap = Heap::mark();
+    let item = varint_arg(7);
+    // (opening, frames before credit, frames after credit (None: credit never comes), rule)
+    type Case<'a> = (Vec<u8>, Vec<u8>, Option<Vec<u8>>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            opening(),
+            hold_request(),
+            Some((0..17).flat_map(|_| input(1, &item)).collect()),
+            "an input item for call 1 beyond the credit granted",
+        ),
+        (
+            opening(),
+            [request(1, 0, 2, &varint_arg(10_000)), input(1, &item)].concat(),
+            None,
+            "input for call 1, which takes none or was not granted credit",
+        ),
+        (
+            opening(),
+            [request(1, 0, 2, &varint_arg(10_000)), id_frame(12, 1, None)].concat(),
+            None,
+            "the end of the input of call 1, which takes none",
+        ),
+        (
+            opening(),
+            hold_request(),
+            Some([id_frame(12, 1, None), input(1, &item)].concat()),
+            "input for call 1 after its end",
+        ),
+        (
+            opening(),
+            hold_request(),
+            Some([id_frame(12, 1, None), id_frame(12, 1, None)].concat()),
+            "a second end of the input of call 1",
+        ),
+        (
+            opening_with_parts(1 << 20),
+            hold_request(),
+            Some([part(1, false, 10, b"abc"), id_frame(12, 1, None)].concat()),
+            "the end of the input of call 1 in the middle of an item in parts",
+        ),
+        (
+            opening_with_parts(1 << 20),
+            hold_request(),
+            Some(part(1, false, (1 << 20) + 1, b"abc")),
+            "over the maximum message size of 1048576 bytes",
+        ),
+    ];
+    for (opening, before, after, rule) in cases {
+        let mut io = raw_with(&s.ep, &opening, &before).await;
+        if let Some(after) = after {
+            assert_eq!(input_credit(&mut io).await, (1, 16), "{rule}");
+            io.write_all(&after).await.unwrap();
+        }
+        let reason = go_away(&mut io).await;
+        assert!(
+            reason.starts_with("protocol violation by the peer: ") && reason.contains(rule),
+            "wanted {rule:?}, got {reason:?}"
+        );
+        until_closed(&mut io, Duration::from_secs(10)).await;
+    }
+    let growth = heap.peak_growth();
+    println!("input breaking the rules: heap peak +{}", mib(growth));
+    assert!(growth < 1 << 20, "{}", mib(growth));
+    let violations = logged(&["protocol violation"]);
+    assert!(violations >= 7, "each case is logged");
+
+    // Late input is ignored: for a call answered already, for one never made, and credit for
+    // a call that is not the peer's. The connection goes on.
+    let mut io = raw_with(&s.ep, &opening(), &request(1, 0, 0, &string_arg("a"))).await;
+    assert_eq!(response(&mut io).await, (1, None));
+    let frames = [
+        input(1, &item),
+        id_frame(12, 1, None),
+        input(99, &item),
+        id_frame(13, 5, Some(8)),
+        request(2, 0, 0, &string_arg("b")),
+    ]
+    .concat();
+    io.write_all(&frames).await.unwrap();
+    assert_eq!(response(&mut io).await, (2, None));
+    // And a stream within the rules is counted.
+    let mut io = raw_with(&s.ep, &opening(), &request(3, 0, 4, &varint_arg(0))).await;
+    assert_eq!(input_credit(&mut io).await, (3, 16));
+    let frames: Vec<u8> = (0..16)
+        .flat_map(|_| input(3, &item))
+        .chain(id_frame(12, 3, None))
+        .collect();
+    io.write_all(&frames).await.unwrap();
+    let answer = timeout(Duration::from_secs(10), async {
+        loop {
+            let p = read_frame(&mut io).await.expect("closed");
+            if p[0] == 2 {
+                return p;
+            }
+        }
+    })
+    .await
+    .expect("no response");
+    assert_eq!(answer, [2, 3, 0, 16], "Response {{ id 3, ok, 16 }}");
+    assert_eq!(
+        logged(&["protocol violation"]),
+        violations,
+        "late input is no violation"
+    );
+    bystander.finish("input breaking the rules").await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -111,6 +111,14 @@ pub(crate) fn part(id: u64, reply: bool, total: u64, piece: &[u8]) -> Vec<u8> {
     framed(&p)
 }
 
+/// An Input frame (kind 11): one item of the input stream of call `id`.
+pub(crate) fn input(id: u64, item: &[u8]) -> Vec<u8> {
+    let mut p = vec![11u8];
+    varint(id, &mut p);
+    p.extend_from_slice(item);
+    framed(&p)
+}
+
 /// The reason of a GoAway payload (kind 8).
 pub(crate) fn go_away_reason(p: &[u8]) -> Option<String> {
     if p.first() != Some(&8) {
