@@ -32,12 +32,16 @@ pub trait Up {
     async fn first(n: u32, items: Streaming<u32>) -> Vec<u32>;
     /// Reads nothing until told to (`Impl::release`), then everything.
     async fn slow(items: Streaming<Bytes>) -> u64;
+    /// Echoes lines until the line `stop`, then ends its stream.
+    async fn until(stop: String, input: Streaming<String>) -> Streaming<String>;
 }
 
 #[derive(Default)]
 struct Impl {
     release: tokio::sync::Notify,
     slow_cancelled: AtomicBool,
+    /// `until`'s stream was dropped (ended or stopped).
+    until_dropped: Arc<AtomicBool>,
 }
 
 struct OnDrop(Arc<AtomicBool>);
@@ -85,6 +89,23 @@ impl Up for Arc<Impl> {
         input: Streaming<String>,
     ) -> Streaming<String> {
         Streaming::new(input.map(move |line| format!("{prefix}{}", line.expect("a line"))))
+    }
+
+    async fn until(
+        &self,
+        _ctx: Context,
+        stop: String,
+        input: Streaming<String>,
+    ) -> Streaming<String> {
+        let guard = OnDrop(Arc::clone(&self.until_dropped));
+        let lines = input
+            .map(|line| line.expect("a line"))
+            .take_while(move |line| std::future::ready(*line != stop))
+            .map(move |line| {
+                let _ = &guard;
+                line
+            });
+        Streaming::new(lines)
     }
 
     async fn first(&self, _ctx: Context, n: u32, items: Streaming<u32>) -> Vec<u32> {
@@ -326,4 +347,90 @@ async fn a_failing_input_stream_fails_the_call_and_stops_the_handler() {
     }));
     let e = client.sum(0, panicking).await.unwrap_err();
     assert!(format!("{e:?}").contains("panicked"), "{e:?}");
+}
+
+/// Waits (up to 5 s) until `done` holds.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bidirectional_call_ends_from_either_side() {
+    let (client, imp, _dir) = start().await;
+    // The handler ends its stream: the caller's stream ends, and its endless input is
+    // dropped after at most about a window of items.
+    let pulled = Arc::new(AtomicU64::new(0));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let input = counted(
+        None,
+        |i| {
+            if i == 3 {
+                "stop".into()
+            } else {
+                format!("l{i}")
+            }
+        },
+        Arc::clone(&pulled),
+        Arc::clone(&dropped),
+    );
+    let got: Vec<String> = client
+        .until("stop".into(), Streaming::new(input))
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(got, ["l0", "l1", "l2"]);
+    eventually("the handler's stream was not dropped", || {
+        imp.until_dropped.load(Ordering::SeqCst)
+    })
+    .await;
+    eventually("the caller's input was not dropped", || {
+        dropped.load(Ordering::SeqCst)
+    })
+    .await;
+    let n = pulled.load(Ordering::SeqCst);
+    assert!(n <= 4 + 2 * 16, "{n} items pulled from the endless input");
+
+    // The caller drops its stream: the handler is stopped, and the input dropped.
+    imp.until_dropped.store(false, Ordering::SeqCst);
+    let dropped = Arc::new(AtomicBool::new(false));
+    let input = counted(
+        None,
+        |i| format!("l{i}"),
+        Arc::new(AtomicU64::new(0)),
+        Arc::clone(&dropped),
+    );
+    let mut lines = client
+        .until("never".into(), Streaming::new(input))
+        .await
+        .unwrap();
+    assert_eq!(lines.next().await.unwrap().unwrap(), "l0");
+    drop(lines);
+    eventually("the handler was not stopped", || {
+        imp.until_dropped.load(Ordering::SeqCst)
+    })
+    .await;
+    eventually("the caller's input was not dropped", || {
+        dropped.load(Ordering::SeqCst)
+    })
+    .await;
+    // The connection goes on.
+    let got: Vec<String> = client
+        .until(
+            "b".into(),
+            Streaming::iter(["a".to_owned(), "b".to_owned()]),
+        )
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(got, ["a"]);
 }
