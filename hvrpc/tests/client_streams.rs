@@ -47,6 +47,9 @@ struct Impl {
 struct OnDrop(Arc<AtomicBool>);
 impl Drop for OnDrop {
     fn drop(&mut self) {
+        // A slow drop widens the window in which a caller could see its call's outcome before
+        // its stream was dropped: the engine must drop the stream before telling the peer.
+        std::thread::sleep(Duration::from_millis(50));
         self.0.store(true, Ordering::SeqCst);
     }
 }

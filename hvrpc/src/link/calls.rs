@@ -192,17 +192,29 @@ pub(crate) async fn pump<T, St>(
         let item = match next {
             // The call ended while the caller's stream had nothing ready.
             None => return,
+            // The caller's stream is dropped before the peer can learn that it ended or failed,
+            // so a caller that has the call's outcome in hand also has its stream back, dropped.
             Some(None) => {
+                drop(input);
                 sink.end();
                 return;
             }
             Some(Some(Ok(item))) => item,
-            Some(Some(Err(e))) => return sink.fail(e),
+            Some(Some(Err(e))) => {
+                drop(input);
+                return sink.fail(e);
+            }
         };
         let body = match std::panic::catch_unwind(AssertUnwindSafe(|| encode(item))) {
             Ok(Ok(body)) => body,
-            Ok(Err(e)) => return sink.fail(e),
-            Err(_) => return sink.fail(panicked("being encoded")),
+            Ok(Err(e)) => {
+                drop(input);
+                return sink.fail(e);
+            }
+            Err(_) => {
+                drop(input);
+                return sink.fail(panicked("being encoded"));
+            }
         };
         match sink.send(body) {
             Ok(true) => {}
