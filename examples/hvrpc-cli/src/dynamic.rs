@@ -107,12 +107,22 @@ pub(crate) async fn schemas(
     }
 }
 
-/// Rust-like text of what a graph describes: signatures, then the named types below.
+/// How deep a type is rendered before `…` stands for the rest.
+const RENDER_DEPTH: usize = 32;
+/// How many nodes a whole description renders before `…` stands for the rest: a graph from a
+/// peer that shares nodes can describe a type whose text grows exponentially.
+const RENDER_NODES: usize = 100_000;
+
+/// Rust-like text of what a graph describes: signatures, then the named types below. The graph
+/// comes from the peer: it may loop where no Rust type can (`Option` of itself) or be shaped to
+/// explode, so rendering is bounded in depth and in nodes.
 struct Render<'g> {
     graph: &'g Graph,
     /// Named containers met, by node, with the name to print.
     named: BTreeMap<u32, String>,
     order: Vec<u32>,
+    depth: usize,
+    budget: usize,
 }
 
 impl<'g> Render<'g> {
@@ -121,6 +131,8 @@ impl<'g> Render<'g> {
             graph,
             named: BTreeMap::new(),
             order: Vec::new(),
+            depth: 0,
+            budget: RENDER_NODES,
         }
     }
 
@@ -145,6 +157,17 @@ impl<'g> Render<'g> {
     }
 
     fn ty(&mut self, i: u32) -> String {
+        if self.depth >= RENDER_DEPTH || self.budget == 0 {
+            return "…".into();
+        }
+        self.budget -= 1;
+        self.depth += 1;
+        let text = self.ty_inner(i);
+        self.depth -= 1;
+        text
+    }
+
+    fn ty_inner(&mut self, i: u32) -> String {
         let Some(node) = self.graph.node(i) else {
             return "?".into();
         };
@@ -598,3 +621,7 @@ async fn interrupted() -> CallFailure {
     tokio::time::sleep(Duration::from_millis(50)).await;
     failure(exit::INTERRUPTED, "interrupted: the call was cancelled")
 }
+
+#[cfg(test)]
+#[path = "dynamic_tests.rs"]
+mod tests;
