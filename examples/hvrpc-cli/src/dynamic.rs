@@ -19,7 +19,7 @@ pub(crate) mod exit {
     pub(crate) const APPLICATION: u8 = 3;
     /// Connecting, the handshake, or the connection failed.
     pub(crate) const TRANSPORT: u8 = 4;
-    /// The deadline (`--timeout-ms`) passed.
+    /// The deadline (`--timeout`) passed.
     pub(crate) const DEADLINE: u8 = 5;
     /// The arguments did not fit the method's types, or the result could not be read.
     pub(crate) const CODEC: u8 = 6;
@@ -46,7 +46,13 @@ fn failure(code: u8, message: impl Into<String>) -> CallFailure {
 fn from_error<E: std::fmt::Display>(endpoint: &Endpoint, e: &Error<E>) -> CallFailure {
     let code = match e {
         Error::Connect(_) | Error::ConnectionLost(_) | Error::Handshake(_) => exit::TRANSPORT,
-        Error::DeadlineExceeded => exit::DEADLINE,
+        // Whichever side's timer saw the deadline first: the caller's, or the server's
+        // (which answers with the code).
+        Error::DeadlineExceeded
+        | Error::Remote {
+            code: hvrpc::ErrorCode::DeadlineExceeded,
+            ..
+        } => exit::DEADLINE,
         Error::Protocol(_)
         | Error::Encode(_)
         | Error::Incompatible(_)
@@ -452,8 +458,12 @@ pub(crate) async fn call(
     target: &str,
     args: Option<String>,
     timeout: Duration,
+    explicit: bool,
     compact: bool,
 ) -> Result<(), CallFailure> {
+    // A stream (or an upload from stdin) runs until it ends or Ctrl-C, unless the user gave a
+    // timeout: then it is the call's deadline too.
+    let stream_deadline = explicit.then_some(timeout);
     let Some((service, method)) = target.rsplit_once('.') else {
         return Err(failure(2, format!("{target:?}: expected Service.method")));
     };
@@ -494,8 +504,8 @@ pub(crate) async fn call(
             emit(&s.graph, m.result, &result, ".result", compact)
         }
         MethodKind::ClientStream => {
-            // An upload from stdin takes as long as it takes: no deadline, like streams.
-            let call = conn.client_stream_raw(service, method, bytes.into(), input(), None);
+            let call =
+                conn.client_stream_raw(service, method, bytes.into(), input(), stream_deadline);
             let ctrl_c = tokio::signal::ctrl_c();
             tokio::select! {
                 result = call => {
@@ -508,13 +518,13 @@ pub(crate) async fn call(
         }
         MethodKind::ServerStream => {
             let stream = conn
-                .stream_raw(service, method, bytes.into(), None)
+                .stream_raw(service, method, bytes.into(), stream_deadline)
                 .map_err(|e| from_error(endpoint, &e))?;
             print_items(endpoint, &s.graph, m.result, stream).await
         }
         MethodKind::BidiStream => {
             let stream = conn
-                .bidi_raw(service, method, bytes.into(), input(), None)
+                .bidi_raw(service, method, bytes.into(), input(), stream_deadline)
                 .map_err(|e| from_error(endpoint, &e))?;
             print_items(endpoint, &s.graph, m.result, stream).await
         }

@@ -81,9 +81,13 @@ enum Command {
         /// The endpoint, e.g. hvsock://<vm-id>/18518, vsock://3:18518,
         /// hybrid-vsock:///run/vm.vsock:18518.
         endpoint: Endpoint,
+        /// Give up after this long (`500ms`, `5s`, `1m`); 5 s if neither this nor
+        /// --timeout-ms is given.
+        #[arg(long, value_parser = parse_duration, conflicts_with = "timeout_ms")]
+        timeout: Option<Duration>,
         /// Give up after this many milliseconds.
-        #[arg(long, default_value_t = 5000)]
-        timeout_ms: u64,
+        #[arg(long)]
+        timeout_ms: Option<u64>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -94,9 +98,13 @@ enum Command {
         /// The endpoint (every form the library takes: hvsock://, vsock://, parent://,
         /// hybrid-vsock://, unix://, tcp://).
         endpoint: Endpoint,
+        /// Give up after this long (`500ms`, `5s`, `1m`); 5 s if neither this nor
+        /// --timeout-ms is given.
+        #[arg(long, value_parser = parse_duration, conflicts_with = "timeout_ms")]
+        timeout: Option<Duration>,
         /// Give up after this many milliseconds.
-        #[arg(long, default_value_t = 5000)]
-        timeout_ms: u64,
+        #[arg(long)]
+        timeout_ms: Option<u64>,
         /// Print the schemas as JSON.
         #[arg(long)]
         json: bool,
@@ -118,9 +126,14 @@ enum Command {
         /// or `-` to read them from stdin. None for a method without arguments. A method that
         /// takes an input stream reads its items from stdin, one JSON value a line.
         args: Option<String>,
-        /// The call's deadline, and the limit for connecting, in milliseconds.
-        #[arg(long, default_value_t = 30_000)]
-        timeout_ms: u64,
+        /// The call's deadline, and the limit for connecting (`500ms`, `5s`, `1m`). If
+        /// neither this nor --timeout-ms is given: 30 s for a unary call, none for a stream
+        /// or an upload from stdin (they run until they end, or Ctrl-C).
+        #[arg(long, value_parser = parse_duration, conflicts_with = "timeout_ms")]
+        timeout: Option<Duration>,
+        /// The same in milliseconds.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
         /// Print the result on one line.
         #[arg(long)]
         compact: bool,
@@ -141,6 +154,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A duration with its unit: `500ms`, `5s`, `1m 30s`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}): write e.g. 500ms, 5s or 1m"))
+}
+
+/// The timeout given as --timeout or --timeout-ms, else `default_ms`.
+fn timeout_of(timeout: Option<Duration>, ms: Option<u64>, default_ms: u64) -> Duration {
+    timeout.unwrap_or_else(|| Duration::from_millis(ms.unwrap_or(default_ms)))
 }
 
 fn parse_port(s: &str) -> Result<u32, String> {
@@ -233,10 +257,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Ping {
             endpoint,
+            timeout,
             timeout_ms,
             json,
         } => {
-            let info = ping(&endpoint, Duration::from_millis(timeout_ms)).await?;
+            let info = ping(&endpoint, timeout_of(timeout, timeout_ms, 5000)).await?;
             if json {
                 println!("{info}");
             } else {
@@ -332,10 +357,11 @@ async fn dynamic(command: Command) -> Result<(), dynamic::CallFailure> {
     match command {
         Command::Describe {
             endpoint,
+            timeout,
             timeout_ms,
             json,
         } => {
-            let timeout = Duration::from_millis(timeout_ms);
+            let timeout = timeout_of(timeout, timeout_ms, 5000);
             let conn = dynamic::connect(&endpoint, timeout).await?;
             let schemas = dynamic::schemas(&endpoint, &conn).await?;
             if json {
@@ -350,6 +376,7 @@ async fn dynamic(command: Command) -> Result<(), dynamic::CallFailure> {
             endpoint,
             method,
             args,
+            timeout,
             timeout_ms,
             compact,
         } => {
@@ -357,7 +384,8 @@ async fn dynamic(command: Command) -> Result<(), dynamic::CallFailure> {
                 &endpoint,
                 &method,
                 args,
-                Duration::from_millis(timeout_ms),
+                timeout_of(timeout, timeout_ms, 30_000),
+                timeout.is_some() || timeout_ms.is_some(),
                 compact,
             )
             .await

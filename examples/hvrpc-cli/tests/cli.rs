@@ -461,9 +461,10 @@ mod tally {
 }
 
 /// `hvrpc` with `input` on its stdin.
-async fn hvrpc_with_stdin(args: Vec<String>, input: &'static str) -> Output {
+async fn hvrpc_with_stdin(args: Vec<String>, input: impl Into<String>) -> Output {
     use std::io::Write as _;
     use std::process::Stdio;
+    let input: String = input.into();
     tokio::task::spawn_blocking(move || {
         let mut child = Command::new(BIN)
             .args(&args)
@@ -520,4 +521,139 @@ async fn call_sends_an_input_stream_from_stdin_as_json_lines() {
     ] {
         assert!(text.contains(want), "lacks {want:?}:\n{text}");
     }
+}
+
+/// Every method of the agent's file service through `hvrpc call`, over a Unix socket (the file
+/// service refuses TCP peers): results as the typed client gets them (bytes as base64, a
+/// random upload id exact beyond 2^53), the method's own errors as JSON on stderr with exit
+/// status 3, arguments from stdin with `-`, `--compact`, and `--timeout` ending a call with
+/// exit status 5.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_every_guest_files_method_and_each_kind_of_outcome() {
+    use guest_info::files::{FileShare, GuestFilesClient, GuestFilesServer};
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    std::fs::write(share.join("hello.txt"), "hello\n").unwrap();
+    let ep: hvrpc::Endpoint = format!("unix://{}", dir.path().join("agent.sock").display())
+        .parse()
+        .unwrap();
+    let listener = hvrpc::transport::Listener::bind(&ep).await.unwrap();
+    let server = hvrpc::Server::new()
+        .add_service(GuestFilesServer::new(std::sync::Arc::new(
+            FileShare::new(&share).unwrap(),
+        )))
+        .add_service(guest_info::GuestInfoServer::new(guest_info::Agent));
+    tokio::spawn(server.serve_with_shutdown(listener, std::future::pending()));
+    let typed = GuestFilesClient::connect(&ep).await.unwrap();
+    let ep = ep.to_string();
+    let args = |m: &str, rest: &[&str]| {
+        let mut v = vec!["call".to_owned(), ep.clone(), format!("GuestFiles.{m}")];
+        v.extend(rest.iter().map(|a| (*a).to_owned()));
+        v
+    };
+    let json = |o: &Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", stderr(o));
+        serde_json::from_str(&stdout(o)).unwrap()
+    };
+
+    // stat: pretty by default, one line with --compact, the typed client's value either way.
+    let want = serde_json::to_value(typed.stat("hello.txt".into()).await.unwrap()).unwrap();
+    let o = hvrpc_async(args("stat", &[r#"{"path": "hello.txt"}"#])).await;
+    assert_eq!(json(&o), want);
+    assert!(stdout(&o).trim().contains('\n'), "pretty: {}", stdout(&o));
+    let o = hvrpc_async(args("stat", &[r#"["hello.txt"]"#, "--compact"])).await;
+    assert_eq!(json(&o), want);
+    assert_eq!(
+        stdout(&o).trim().lines().count(),
+        1,
+        "compact: {}",
+        stdout(&o)
+    );
+    // Arguments from stdin.
+    let o = hvrpc_with_stdin(args("stat", &["-"]), r#"{"path": "hello.txt"}"#).await;
+    assert_eq!(json(&o), want);
+
+    // The method's own error: JSON on stderr, exit status 3, as the typed client's error.
+    let o = hvrpc_async(args("stat", &[r#"{"path": "nope.txt"}"#])).await;
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err: serde_json::Value = serde_json::from_str(&stderr(&o)).unwrap();
+    let Err(hvrpc::Error::Application(typed_err)) = typed.stat("nope.txt".into()).await else {
+        panic!("the typed client got no error");
+    };
+    assert_eq!(err, serde_json::to_value(typed_err).unwrap());
+    assert!(err.get("NotFound").is_some(), "{err}");
+    let o = hvrpc_async(args("stat", &[r#"{"path": "../etc/passwd"}"#])).await;
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("Refused"), "{}", stderr(&o));
+
+    // read: a stream of Result<Bytes, FileError>: one line per item (bytes in base64); an
+    // item that is the method's error ends it, as the method's own error.
+    let o = hvrpc_async(args("read", &[r#"{"path": "hello.txt", "offset": 1}"#])).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "\"ZWxsbwo=\"\n");
+    let o = hvrpc_async(args("read", &[r#"{"path": "nope.txt", "offset": 0}"#])).await;
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("NotFound"), "{}", stderr(&o));
+
+    // The chunked upload: the random id goes back in exactly as it came out.
+    let o = hvrpc_async(args("write_begin", &[r#"{"path": "w.txt"}"#, "--compact"])).await;
+    // (A method's `Ok` value is printed as itself.)
+    let id_num: u64 = stdout(&o)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no id in {}: {}", stdout(&o), stderr(&o)));
+    let o = hvrpc_async(args(
+        "write_chunk",
+        &[&format!(
+            r#"{{"id": {id_num}, "offset": 0, "data": "aGk="}}"#
+        )],
+    ))
+    .await;
+    assert_eq!(json(&o), serde_json::json!(2));
+    let o = hvrpc_async(args(
+        "write_commit",
+        &[&format!(r#"{{"id": {id_num}, "size": 2}}"#)],
+    ))
+    .await;
+    assert_eq!(json(&o), serde_json::json!(2));
+    assert_eq!(std::fs::read_to_string(share.join("w.txt")).unwrap(), "hi");
+    // The id is spent: abort now fails with the method's own error, naming it.
+    let o = hvrpc_async(args("write_abort", &[&format!(r#"{{"id": {id_num}}}"#)])).await;
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&id_num.to_string()), "{}", stderr(&o));
+
+    // upload: the data stream from stdin, one base64 string a line.
+    let o = hvrpc_with_stdin(
+        args("upload", &[r#"{"path": "up.txt"}"#]),
+        "\"aGVs\"\n\"bG8=\"\n",
+    )
+    .await;
+    assert_eq!(json(&o), serde_json::json!(5));
+    assert_eq!(
+        std::fs::read_to_string(share.join("up.txt")).unwrap(),
+        "hello"
+    );
+
+    // The deadline: a stream that waits a minute between items ends at --timeout, exit 5.
+    let o = hvrpc_async(vec![
+        "call".into(),
+        ep.clone(),
+        "GuestInfo.watch".into(),
+        r#"{"interval_ms": 60000}"#.into(),
+        "--timeout".into(),
+        "500ms".into(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&ep), "{}", stderr(&o));
+    // A timeout that is not a duration is a usage error naming it.
+    let o = hvrpc(&["call", &ep, "GuestInfo.hostname", "--timeout", "soon"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("\"soon\" is not a duration"),
+        "{}",
+        stderr(&o)
+    );
 }
