@@ -657,3 +657,94 @@ async fn call_every_guest_files_method_and_each_kind_of_outcome() {
         stderr(&o)
     );
 }
+
+/// A line's words as sh splits them (single quotes only: what the docs use).
+#[cfg(unix)]
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                word.get_or_insert_with(String::new);
+            }
+            c if c.is_whitespace() && !quoted => words.extend(word.take()),
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    words
+}
+
+/// The `hvrpc` commands in the guide's and the README's shell blocks are real: each line runs
+/// with its endpoint swapped for one nobody serves and must fail at connecting, not at parsing
+/// its flags (exit status 2), and
+/// each `Service.method` a `call` names is one the agent (or this file's Tally) serves. (Unix
+/// only: under Wine the source tree's paths are not the test's.)
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commands_in_the_docs_are_real() {
+    use hvrpc::ServiceDef;
+    let mut methods: Vec<String> = Vec::new();
+    for spec in [
+        guest_info::GuestInfoClient::spec(),
+        guest_info::files::GuestFilesClient::spec(),
+        tally::TallyClient::spec(),
+    ] {
+        let schema = spec.unwrap().schema().clone();
+        methods.extend(
+            schema
+                .methods
+                .iter()
+                .map(|m| format!("{}.{}", schema.name, m.name)),
+        );
+    }
+    let nobody = nobody().await;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let mut checked = 0;
+    for doc in ["docs/GUIDE.md", "README.md"] {
+        let text = std::fs::read_to_string(format!("{root}/{doc}")).unwrap();
+        let mut in_sh = false;
+        for line in text.lines() {
+            if line.starts_with("```") {
+                in_sh = line == "```sh";
+                continue;
+            }
+            let line = line.split(" #").next().unwrap_or("").trim();
+            let words = shell_words(line);
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            let args = match words.as_slice() {
+                ["hvrpc", rest @ ..] => rest,
+                ["cargo", "run", "-p", "hvrpc-cli", "--", rest @ ..] => rest,
+                _ => continue,
+            };
+            if !in_sh {
+                continue;
+            }
+            let [sub @ ("call" | "describe" | "ping"), endpoint, rest @ ..] = args else {
+                continue;
+            };
+            assert!(
+                endpoint.contains("://"),
+                "{doc}: {line}: {endpoint} is not an endpoint"
+            );
+            if *sub == "call" {
+                let method = rest.first().copied().unwrap_or_default();
+                assert!(
+                    methods.iter().any(|m| m == method),
+                    "{doc}: {line}: no method {method} (there are: {methods:?})"
+                );
+            }
+            // The same line against nobody: the flags parse, and it fails at connecting.
+            let mut argv: Vec<String> = vec![(*sub).to_owned(), nobody.clone()];
+            argv.extend(rest.iter().map(|a| (*a).to_owned()));
+            let o = hvrpc_async(argv).await;
+            assert_ne!(o.status.code(), Some(2), "{doc}: {line}: {}", stderr(&o));
+            assert!(!o.status.success(), "{doc}: {line}: nobody answered?");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "only {checked} commands found in the docs");
+}
