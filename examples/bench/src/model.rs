@@ -40,6 +40,10 @@ pub(crate) struct Instructions {
     pub(crate) client: PerImpl<f64>,
     /// Server process instructions per call answered.
     pub(crate) server: PerImpl<f64>,
+    /// hvrpc's server instructions per call at the margin (start-up subtracted): without a
+    /// `tracing` subscriber, with one at info (its per-call span off), and at debug (on).
+    #[serde(default)]
+    pub(crate) traced_server: Option<[f64; 3]>,
 }
 
 /// Where and how a run happened.

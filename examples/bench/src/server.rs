@@ -17,8 +17,28 @@ use crate::proto::{Impl, MAX_FRAME, hv, raw, tp};
 /// Connections accepted (hvrpc: handshakes completed) since the start.
 type Counter = Arc<AtomicUsize>;
 
+/// The environment variable that installs a `tracing` subscriber in the server process, at
+/// `info` (hvrpc's per-call span off) or `debug` (on, written to nowhere); unset: none.
+pub(crate) const TRACE_ENV: &str = "HVRPC_BENCH_TRACE";
+
+/// Installs the subscriber [`TRACE_ENV`] asks for.
+fn install_tracing() -> Result<(), String> {
+    let level = match std::env::var(TRACE_ENV).as_deref() {
+        Err(_) | Ok("") => return Ok(()),
+        Ok("info") => tracing_subscriber::filter::LevelFilter::INFO,
+        Ok("debug") => tracing_subscriber::filter::LevelFilter::DEBUG,
+        Ok(other) => return Err(format!("{TRACE_ENV}={other}: expected info or debug")),
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::sink)
+        .try_init()
+        .map_err(|e| format!("installing the tracing subscriber: {e}"))
+}
+
 /// Runs the server process.
 pub(crate) fn main(imp: Impl, endpoint: &Endpoint) -> Result<(), String> {
+    install_tracing()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
