@@ -1,6 +1,10 @@
 //! A new host copies into an agent from before `GuestFiles::upload`: the streaming call is
 //! answered `Unimplemented`, and `copy::upload` falls back to the resumable chunk calls on the
 //! same connection — the file arrives whole, and the connection stays usable.
+//!
+//! Unix only: the file service refuses TCP peers, and hvrpc has Unix-domain sockets only on
+//! Unix systems (so not under Wine).
+#![cfg(unix)]
 
 use std::sync::Arc;
 
