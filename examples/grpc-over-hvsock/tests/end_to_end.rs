@@ -201,4 +201,41 @@ mod binaries {
         let err = String::from_utf8_lossy(&failed.stderr);
         assert!(err.contains(&nobody), "the error names the endpoint: {err}");
     }
+
+    /// The guide's shell lines for these binaries are the ones the test above runs, endpoints
+    /// aside: each parses (`--help` after its flags would not say, so it runs against an
+    /// endpoint nobody serves and must fail at connecting, not at its arguments).
+    #[test]
+    fn the_guides_commands_are_the_ones_tested() {
+        let guide = include_str!("../../../docs/GUIDE.md");
+        let dir = tempfile::tempdir().unwrap();
+        let nobody = format!("unix://{}", dir.path().join("nobody.sock").display());
+        let mut seen = 0;
+        for line in guide.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["grpc-guest", "--listen", endpoint] => {
+                    assert!(endpoint.parse::<super::Endpoint>().is_ok(), "{line}");
+                    seen += 1;
+                }
+                ["grpc-host", "--connect", endpoint, rest @ ..] => {
+                    assert!(endpoint.parse::<super::Endpoint>().is_ok(), "{line}");
+                    let o = Command::new(HOST)
+                        .args(["--connect", &nobody, "--timeout", "5"])
+                        .args(rest)
+                        .output()
+                        .unwrap();
+                    let err = String::from_utf8_lossy(&o.stderr);
+                    assert!(
+                        !o.status.success() && err.contains(&nobody),
+                        "{line}: {err}"
+                    );
+                    seen += 1;
+                }
+                [first, ..] if first.starts_with("grpc-") => panic!("untested: {line}"),
+                _ => {}
+            }
+        }
+        assert_eq!(seen, 2, "the guide's grpc lines");
+    }
 }
