@@ -127,7 +127,7 @@ impl<'a> Reader<'a, '_> {
                 t => return fail(path, format!("an option tagged {t}")),
             },
             Node::Seq(c) => {
-                let n = self.count(path, min_size(graph, *c, 0))?;
+                let n = self.count(path, min_size(graph, *c))?;
                 let mut items = Vec::with_capacity(n.min(4096));
                 for k in 0..n {
                     items.push(self.node(*c, &format!("{path}[{k}]"), d)?);
@@ -135,10 +135,7 @@ impl<'a> Reader<'a, '_> {
                 Value::Array(items)
             }
             Node::Map { key, value } => {
-                let n = self.count(
-                    path,
-                    min_size(graph, *key, 0).max(min_size(graph, *value, 0)),
-                )?;
+                let n = self.count(path, min_size(graph, *key).max(min_size(graph, *value)))?;
                 if string_keys(graph, *key) {
                     let mut m = Map::new();
                     for _ in 0..n {
@@ -202,27 +199,36 @@ impl<'a> Reader<'a, '_> {
     }
 }
 
+/// Nodes [`min_size`] looks at, at most, for one answer: a peer's graph can share nodes so
+/// that walking it as a tree takes exponential time.
+const MIN_SIZE_VISITS: usize = 1024;
+
 /// The fewest bytes a value of node `i` takes: 0 or 1 (enough to refuse counts that claim
-/// more elements than the bytes left could hold).
-fn min_size(graph: &Graph, i: u32, depth: usize) -> usize {
-    if depth > 16 {
+/// more elements than the bytes left could hold). Conservatively 0 past a depth of 16 or
+/// [`MIN_SIZE_VISITS`] nodes.
+fn min_size(graph: &Graph, i: u32) -> usize {
+    let mut visits = MIN_SIZE_VISITS;
+    min_size_within(graph, i, 0, &mut visits)
+}
+
+fn min_size_within(graph: &Graph, i: u32, depth: usize, visits: &mut usize) -> usize {
+    if depth > 16 || *visits == 0 {
         return 0;
     }
-    match graph.node(i) {
-        None | Some(Node::Unit | Node::UnitStruct { .. }) => 0,
-        Some(Node::Newtype { inner, .. }) => min_size(graph, *inner, depth + 1),
-        Some(Node::Tuple(cs) | Node::TupleStruct { fields: cs, .. }) => cs
-            .iter()
-            .map(|c| min_size(graph, *c, depth + 1))
-            .max()
-            .unwrap_or(0),
+    *visits -= 1;
+    let d = depth + 1;
+    let taken = match graph.node(i) {
+        None | Some(Node::Unit | Node::UnitStruct { .. }) => false,
+        Some(Node::Newtype { inner, .. }) => min_size_within(graph, *inner, d, visits) > 0,
+        Some(Node::Tuple(cs) | Node::TupleStruct { fields: cs, .. }) => {
+            cs.iter().any(|&c| min_size_within(graph, c, d, visits) > 0)
+        }
         Some(Node::Struct { fields, .. }) => fields
             .iter()
-            .map(|f| min_size(graph, f.node, depth + 1))
-            .max()
-            .unwrap_or(0),
-        Some(_) => 1,
-    }
+            .any(|f| min_size_within(graph, f.node, d, visits) > 0),
+        Some(_) => true,
+    };
+    usize::from(taken)
 }
 
 fn float(v: f64) -> Value {

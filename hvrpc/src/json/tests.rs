@@ -252,3 +252,23 @@ fn limits_hold_both_ways() {
     let e = from_json(&json!(long), &g, root, "", tight).unwrap_err();
     assert!(e.to_string().contains("larger than 1024"), "{e}");
 }
+
+/// A peer's graph that shares nodes — each a tuple of many copies of the next — is a tree of
+/// 50^40 nodes if walked as one. Reading a sequence of it stops at the output limit at once
+/// (found by the `reflection` fuzz target: the element-size check walked the graph as a tree,
+/// and this test never ended).
+#[test]
+fn a_graph_shared_to_explode_is_read_without_walking_it_whole() {
+    use crate::schema::{Graph, Node};
+    let mut nodes: Vec<Node> = (1..=40u32).map(|i| Node::Tuple(vec![i; 50])).collect();
+    nodes.push(Node::Unit);
+    nodes.push(Node::Seq(0));
+    let graph = Graph { nodes };
+    let limits = Limits {
+        max_bytes: 4096,
+        ..Limits::default()
+    };
+    // Three elements that take no bytes, each 50^40 nulls deep in arrays.
+    let err = to_json(&[3], &graph, 41, "", limits).unwrap_err();
+    assert!(err.to_string().contains("4096"), "{err}");
+}

@@ -61,19 +61,32 @@ fn read<'de, T: Deserialize<'de>>(input: &mut &'de [u8]) -> Result<T, TrError> {
     Ok(value)
 }
 
-/// Whether a value of node `i` may take no bytes at all (conservatively no, past a depth).
-fn may_be_empty(graph: &Graph, i: u32, depth: usize) -> bool {
-    if depth > 16 {
+/// Nodes [`may_be_empty`] looks at, at most, for one answer: a peer's graph can share nodes so
+/// that walking it as a tree takes exponential time.
+const EMPTY_VISITS: usize = 1024;
+
+/// Whether a value of node `i` may take no bytes at all (conservatively no, past a depth of
+/// 16 or [`EMPTY_VISITS`] nodes).
+fn may_be_empty(graph: &Graph, i: u32) -> bool {
+    let mut visits = EMPTY_VISITS;
+    may_be_empty_within(graph, i, 0, &mut visits)
+}
+
+fn may_be_empty_within(graph: &Graph, i: u32, depth: usize, visits: &mut usize) -> bool {
+    if depth > 16 || *visits == 0 {
         return false;
     }
+    *visits -= 1;
     let d = depth + 1;
     match graph.node(i) {
         Some(Node::Unit | Node::UnitStruct { .. }) => true,
-        Some(Node::Newtype { inner, .. }) => may_be_empty(graph, *inner, d),
+        Some(Node::Newtype { inner, .. }) => may_be_empty_within(graph, *inner, d, visits),
         Some(Node::Tuple(cs) | Node::TupleStruct { fields: cs, .. }) => {
-            cs.iter().all(|&c| may_be_empty(graph, c, d))
+            cs.iter().all(|&c| may_be_empty_within(graph, c, d, visits))
         }
-        Some(Node::Struct { fields, .. }) => fields.iter().all(|f| may_be_empty(graph, f.node, d)),
+        Some(Node::Struct { fields, .. }) => fields
+            .iter()
+            .all(|f| may_be_empty_within(graph, f.node, d, visits)),
         _ => false,
     }
 }
@@ -138,7 +151,7 @@ impl<'a, 'de> At<'a, 'de> {
     fn len(&mut self, items: &[u32]) -> Result<usize, TrError> {
         let n: u64 = read(self.input)?;
         let n = usize::try_from(n).map_err(|_| TrError(format!("a length of {n} does not fit")))?;
-        let empty = items.iter().all(|&i| may_be_empty(self.graph, i, 0));
+        let empty = items.iter().all(|&i| may_be_empty(self.graph, i));
         if (!empty && n > self.input.len()) || n > MAX_EMPTY_ITEMS.max(self.input.len()) {
             return Err(TrError(format!(
                 "a length of {n} with {} bytes left",
